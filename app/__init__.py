@@ -1,0 +1,1 @@
+"""liverank: a streaming real-time personalization consumer (Kafka, Faust, RocksDB, ONNX)."""

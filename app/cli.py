@@ -1,0 +1,94 @@
+"""The ``liverank`` command: worker, topics, catalog and demo traffic."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.settings import Settings, SettingsError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liverank", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    worker = sub.add_parser("worker", help="run a worker (Faust) until SIGTERM/Ctrl-C")
+    worker.add_argument("--loglevel", default=None)
+    topics = sub.add_parser("topics", help="create the topics named in settings")
+    topics.add_argument("action", choices=["create", "list"])
+    catalog = sub.add_parser("catalog", help="publish items to the catalog topic")
+    catalog.add_argument("--sample", type=int, default=None, help="publish N synthetic items")
+    catalog.add_argument("--file", type=Path, default=None, help="publish items from a JSONL file")
+    demo = sub.add_parser("demo", help="play sessions and print recommendations live")
+    demo.add_argument("--users", type=int, default=300)
+    demo.add_argument("--items", type=int, default=2000)
+    demo.add_argument("--rate", type=float, default=50.0, help="events per second")
+    demo.add_argument("--duration", type=float, default=None, help="seconds; default until Ctrl-C")
+    sub.add_parser("settings", help="print the configuration table (markdown)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        # The one place the environment is read.
+        settings = Settings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"liverank: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "worker":
+        from app.scoring.base import ModelContractError
+        from app.worker import run_worker
+
+        try:
+            run_worker(settings, loglevel=args.loglevel)
+        except ModelContractError as exc:
+            print(f"liverank: refusing to start: {exc}", file=sys.stderr)
+            return 3
+        return 0
+    if args.command == "topics":
+        from app.topics import create_topics, topic_specs
+
+        if args.action == "create":
+            for name, status in create_topics(settings).items():
+                print(f"{name}: {status}")
+        else:
+            for spec in topic_specs(settings):
+                print(f"{spec.name}\t{spec.partitions}\t{spec.role}")
+        return 0
+    if args.command == "catalog":
+        from app.codec import decode_item
+        from app.demo import publish_catalog
+        from app.records import Item
+        from app.synthetic import make_catalog
+
+        items: list[Item] = []
+        if args.sample:
+            items = make_catalog(args.sample)
+        if args.file:
+            for line in args.file.read_bytes().splitlines():
+                if line.strip():
+                    decoded = decode_item(line, None)
+                    if isinstance(decoded, Item):
+                        items.append(decoded)
+        print(f"published {publish_catalog(settings, items)} items to {settings.topic_catalog}")
+        return 0
+    if args.command == "demo":
+        from app.demo import run_demo
+
+        run_demo(
+            settings, users=args.users, items=args.items, rate=args.rate, duration_s=args.duration
+        )
+        return 0
+    if args.command == "settings":
+        print("| variable | type | default |\n|---|---|---|")
+        for var, kind, default in settings.as_table():
+            print(f"| `{var}` | {kind} | `{default}` |")
+        return 0
+    raise AssertionError(args.command)  # pragma: no cover - argparse restricts choices
+
+
+if __name__ == "__main__":
+    sys.exit(main())

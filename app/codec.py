@@ -1,0 +1,242 @@
+"""The one module that encodes and decodes wire records, validated against ``schemas/``."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+import orjson
+
+from app.records import (
+    DeadLetterError,
+    Event,
+    EventType,
+    Item,
+    Recommendation,
+    Source,
+)
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_VERSION = 1
+_EVENT_TYPES = frozenset(t.value for t in EventType)
+
+
+class DecodeError(ValueError):
+    """A record that breaks its contract; ``error`` says which way, ``reason`` says how."""
+
+    def __init__(self, error: DeadLetterError, reason: str) -> None:
+        super().__init__(f"{error.value}: {reason}")
+        self.error = error
+        self.reason = reason
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """The parsed JSON Schema ``schemas/<name>.v1.json``."""
+    schema: dict[str, Any] = orjson.loads(
+        (SCHEMA_DIR / f"{name}.v{SCHEMA_VERSION}.json").read_bytes()
+    )
+    return schema
+
+
+@cache
+def validator(name: str) -> Callable[[Any], Any]:
+    """A compiled validator for a schema; compiled once per process, from the file itself."""
+    compiled: Callable[[Any], Any] = fastjsonschema.compile(load_schema(name))
+    return compiled
+
+
+def parse_time_ms(value: str) -> int:
+    """Milliseconds since the epoch of an RFC 3339 time with a zone offset."""
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:  # the schema's pattern already demands an offset
+        raise ValueError("event_time has no zone offset")
+    return int(moment.timestamp() * 1000)
+
+
+def format_time_ms(ms: int) -> str:
+    """RFC 3339 UTC with milliseconds, as every emitted record writes times.
+
+    >>> format_time_ms(0)
+    '1970-01-01T00:00:00.000Z'
+    """
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def decode_event(raw: bytes, *, max_bytes: int) -> Event:
+    """Bytes from the events topic to an :class:`Event`, or :class:`DecodeError` saying why not."""
+    if len(raw) > max_bytes:
+        raise DecodeError(
+            DeadLetterError.OVERSIZE, f"{len(raw)} bytes is over the limit of {max_bytes}"
+        )
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(DeadLetterError.MALFORMED_JSON, str(exc)) from None
+    if not isinstance(doc, dict):
+        raise DecodeError(
+            DeadLetterError.NOT_AN_OBJECT, f"expected a JSON object, got {type(doc).__name__}"
+        )
+    # Cheap, specific checks first so the dead-letter reason names the real problem.
+    kind = doc.get("type")
+    if kind not in _EVENT_TYPES:
+        raise DecodeError(
+            DeadLetterError.UNKNOWN_TYPE,
+            f"type {kind!r} is not one of {sorted(_EVENT_TYPES)}",
+        )
+    for id_field in ("event_id", "user_id"):
+        if not doc.get(id_field):
+            raise DecodeError(DeadLetterError.MISSING_ID, f"{id_field} is missing or empty")
+    if kind != EventType.SEARCH and not doc.get("item_id"):
+        raise DecodeError(DeadLetterError.MISSING_ID, f"item_id is required for type {kind!r}")
+    try:
+        validator("event")(doc)
+        time_ms = parse_time_ms(doc["event_time"])
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise DecodeError(DeadLetterError.SCHEMA_VIOLATION, exc.message) from None
+    except ValueError as exc:
+        raise DecodeError(DeadLetterError.SCHEMA_VIOLATION, f"event_time: {exc}") from None
+    return Event(
+        event_id=doc["event_id"],
+        user_id=doc["user_id"],
+        type=EventType(kind),
+        event_time_ms=time_ms,
+        event_time=doc["event_time"],
+        item_id=doc.get("item_id"),
+        query=doc.get("query"),
+        context=doc.get("context"),
+    )
+
+
+def encode_event(event: Event) -> bytes:
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": event.event_id,
+        "user_id": event.user_id,
+        "type": event.type.value,
+        "event_time": event.event_time,
+    }
+    if event.item_id is not None:
+        doc["item_id"] = event.item_id
+    if event.query is not None:
+        doc["query"] = event.query
+    if event.context is not None:
+        doc["context"] = event.context
+    return orjson.dumps(doc)
+
+
+def decode_item(raw: bytes | None, key: bytes | None) -> Item | str:
+    """A catalog record to an :class:`Item`, or the item id alone for a tombstone.
+
+    Raises :class:`DecodeError` for a record that breaks ``schemas/item.v1.json``.
+    """
+    if raw is None:
+        if not key:
+            raise DecodeError(DeadLetterError.MISSING_ID, "tombstone without a key")
+        return key.decode("utf-8", errors="replace")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(DeadLetterError.MALFORMED_JSON, str(exc)) from None
+    try:
+        validator("item")(doc)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise DecodeError(DeadLetterError.SCHEMA_VIOLATION, exc.message) from None
+    return Item(
+        item_id=doc["item_id"],
+        title=doc["title"],
+        category=doc["category"],
+        tags=tuple(doc.get("tags", ())),
+        price=doc.get("price"),
+        popularity=float(doc.get("popularity", 0.0)),
+        withdrawn=bool(doc.get("withdrawn", False)),
+    )
+
+
+def encode_item(item: Item) -> bytes:
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "item_id": item.item_id,
+        "title": item.title,
+        "category": item.category,
+        "tags": list(item.tags),
+        "popularity": item.popularity,
+        "withdrawn": item.withdrawn,
+    }
+    if item.price is not None:
+        doc["price"] = item.price
+    return orjson.dumps(doc)
+
+
+def encode_recommendation(rec: Recommendation, *, emit_time_ms: int) -> bytes:
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": rec.event_id,
+        "user_id": rec.user_id,
+        "kind": rec.kind,
+        "items": [{"item_id": r.item_id, "score": r.score, "source": r.source} for r in rec.items],
+        "model_version": rec.model_version,
+        "event_time": rec.event_time,
+        "emit_time": format_time_ms(emit_time_ms),
+    }
+    if rec.query is not None:
+        doc["query"] = rec.query
+    return orjson.dumps(doc)
+
+
+def encode_feedback(
+    event: Event,
+    *,
+    emit_time_ms: int,
+    duplicate: bool,
+    last_recommendation: tuple[str, str, tuple[str, ...]] | None,
+) -> bytes:
+    """The feedback record for an applied event.
+
+    ``last_recommendation`` is (event id, model version, item ids) of what the user was last sent.
+    """
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": event.event_id,
+        "user_id": event.user_id,
+        "type": event.type.value,
+        "event_time": event.event_time,
+        "emit_time": format_time_ms(emit_time_ms),
+        "duplicate": duplicate,
+    }
+    if event.item_id is not None:
+        doc["item_id"] = event.item_id
+    if event.query is not None:
+        doc["query"] = event.query
+    if last_recommendation is not None:
+        rec_event_id, model_version, item_ids = last_recommendation
+        position = item_ids.index(event.item_id) if event.item_id in item_ids else None
+        doc["last_recommendation"] = {
+            "event_id": rec_event_id,
+            "model_version": model_version,
+            "item_ids": list(item_ids),
+            "position": position,
+        }
+    return orjson.dumps(doc)
+
+
+def encode_dead_letter(
+    error: DeadLetterError, reason: str, source: Source, value: bytes, *, received_time_ms: int
+) -> bytes:
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "error": error.value,
+        "reason": reason,
+        "topic": source.topic,
+        "partition": source.partition,
+        "offset": source.offset,
+        "key_b64": None if source.key is None else base64.b64encode(source.key).decode("ascii"),
+        "value_b64": base64.b64encode(value).decode("ascii"),
+        "received_time": format_time_ms(received_time_ms),
+    }
+    return orjson.dumps(doc)

@@ -1,0 +1,41 @@
+"""Builds the ``faust.App`` from settings, nothing more."""
+
+from __future__ import annotations
+
+import faust
+
+from app.settings import Settings
+
+
+def broker_url(bootstrap_servers: str) -> str:
+    """Faust's broker URL for a comma-separated bootstrap list.
+
+    >>> broker_url("a:9092,b:9092")
+    'kafka://a:9092;kafka://b:9092'
+    """
+    return ";".join(
+        f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server.strip()
+    )
+
+
+def build_faust_app(settings: Settings) -> faust.App:
+    return faust.App(
+        settings.app_id,
+        broker=broker_url(settings.bootstrap_servers),
+        # rocksdb:// uses rocksdict when python-rocksdb is absent (faust-streaming >= 0.10).
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        processing_guarantee=settings.processing_guarantee,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        # The web server would expose /table (table contents); liverank serves its own
+        # /metrics, /healthz and /readyz instead (app.health).
+        web_enabled=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        # Faust's default 2.8 s commit interval; flushes the producer before each commit.
+        broker_commit_every=1000,
+        producer_acks=-1,
+        producer_linger_ms=1,
+        consumer_auto_offset_reset="earliest",
+    )

@@ -1,0 +1,96 @@
+"""Prometheus metrics, on a registry of the worker's own (so tests can build several)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# End-to-end latency spans milliseconds (healthy) to minutes (a worker catching up).
+_LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+)
+_SCORING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(
+        default_factory=lambda: CollectorRegistry(auto_describe=True)
+    )
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.events = Counter(
+            "liverank_events", "Input events by type and outcome.", ["type", "outcome"], registry=r
+        )
+        self.dead_letters = Counter(
+            "liverank_dead_letters",
+            "Records sent to the dead-letter topic, by error.",
+            ["error"],
+            registry=r,
+        )
+        self.recommendations = Counter(
+            "liverank_recommendations",
+            "Recommendation records emitted, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "liverank_end_to_end_latency_seconds",
+            "From the event's event_time to the recommendation being handed to the producer.",
+            ["kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.processing = Histogram(
+            "liverank_processing_seconds",
+            "Time the worker spends on one event: decode, state, retrieval, scoring, encode.",
+            buckets=_SCORING_BUCKETS,
+            registry=r,
+        )
+        self.scoring = Histogram(
+            "liverank_scoring_seconds",
+            "Time of one ranking call (retrieval, features, model).",
+            buckets=_SCORING_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "liverank_batch_size",
+            "Events ranked per model call.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.state_resets = Counter(
+            "liverank_state_resets",
+            "User states that could not be read and were started afresh.",
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "liverank_model_info",
+            "The loaded model; value 1 on the current version.",
+            ["model_version"],
+            registry=r,
+        )
+        self.catalog_items = Gauge(
+            "liverank_catalog_items", "Active items in the in-memory catalog index.", registry=r
+        )
+        self.catalog_updates = Counter(
+            "liverank_catalog_updates", "Catalog records applied, by kind.", ["kind"], registry=r
+        )
+        self.ready = Gauge("liverank_ready", "1 when the worker is ready for traffic.", registry=r)

@@ -1,0 +1,20 @@
+"""What a running worker holds: settings, catalog, scorer, processor, metrics and health."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.catalog import Catalog
+from app.health import Health
+from app.metrics import Metrics
+from app.processor import Processor
+from app.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    settings: Settings
+    catalog: Catalog
+    processor: Processor
+    metrics: Metrics
+    health: Health

@@ -1,0 +1,227 @@
+"""Per-user feature state and its pure transition ``apply_event(state, event, item) -> state``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+from app.records import Event, EventType, Item
+from app.text import tokenize
+
+# How much one event of each type says about a user's taste.
+EVENT_WEIGHTS: dict[EventType, float] = {
+    EventType.VIEW: 1.0,
+    EventType.CLICK: 2.0,
+    EventType.ADD_TO_CART: 4.0,
+    EventType.PURCHASE: 8.0,
+    EventType.SEARCH: 0.0,
+}
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StateLimits:
+    """Bounds that keep one user's state small, plus the affinity half-life."""
+
+    history_size: int = 50
+    recent_event_ids: int = 64
+    max_query_terms: int = 16
+    max_purchased: int = 200
+    max_affinities: int = 32
+    affinity_half_life_s: float = 6 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    item_id: str
+    type: str
+    time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LastRecommendation:
+    event_id: str
+    model_version: str
+    item_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    """What the worker knows about one user. Values are never mutated; transitions copy.
+
+    Affinities are stored as of ``affinity_time_ms`` and decay exponentially from there.
+    """
+
+    user_id: str
+    history: tuple[Interaction, ...] = ()
+    category_affinity: tuple[tuple[str, float], ...] = ()
+    tag_affinity: tuple[tuple[str, float], ...] = ()
+    affinity_time_ms: int = 0
+    query_terms: tuple[str, ...] = ()
+    purchased: tuple[str, ...] = ()
+    counters: tuple[tuple[str, int], ...] = ()
+    last_event_id: str | None = None
+    recent_event_ids: tuple[str, ...] = ()
+    last_recommendation: LastRecommendation | None = None
+    updated_ms: int = 0
+
+    def has_applied(self, event_id: str) -> bool:
+        return event_id == self.last_event_id or event_id in self.recent_event_ids
+
+    def counter(self, name: str) -> int:
+        return dict(self.counters).get(name, 0)
+
+    @property
+    def total_events(self) -> int:
+        return sum(n for _, n in self.counters)
+
+    def affinities_at(
+        self, now_ms: int, half_life_s: float
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """Category and tag affinities decayed to ``now_ms``."""
+        factor = _decay(self.affinity_time_ms, now_ms, half_life_s)
+        return (
+            {k: v * factor for k, v in self.category_affinity},
+            {k: v * factor for k, v in self.tag_affinity},
+        )
+
+
+def _decay(from_ms: int, to_ms: int, half_life_s: float) -> float:
+    if to_ms <= from_ms:
+        return 1.0
+    return math.pow(0.5, (to_ms - from_ms) / 1000.0 / half_life_s)
+
+
+def _bump(
+    pairs: tuple[tuple[str, float], ...],
+    factor: float,
+    keys: tuple[str, ...],
+    weight: float,
+    limit: int,
+) -> tuple[tuple[str, float], ...]:
+    values = {k: v * factor for k, v in pairs}
+    for key in keys:
+        values[key] = values.get(key, 0.0) + weight
+    # Keep the strongest affinities only; ties broken by key for determinism.
+    ranked = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    return tuple((k, round(v, 6)) for k, v in ranked if v > 1e-6)
+
+
+def _push(seq: tuple[Any, ...], value: Any, limit: int) -> tuple[Any, ...]:
+    """Append ``value`` keeping the last ``limit`` entries.
+
+    >>> _push((1, 2, 3), 4, 3)
+    (2, 3, 4)
+    """
+    return (*seq, value)[-limit:]
+
+
+def apply_event(
+    state: UserState | None, event: Event, item: Item | None, limits: StateLimits
+) -> UserState:
+    """The user's state after ``event``; ``item`` is the catalog entry for ``event.item_id``.
+
+    Redelivered events (already applied) return the state unchanged, so the update is idempotent.
+    """
+    current = state if state is not None else UserState(user_id=event.user_id)
+    if current.has_applied(event.event_id):
+        return current
+    # Out-of-order events never move affinity time backwards.
+    now_ms = max(current.affinity_time_ms, event.event_time_ms)
+    factor = _decay(current.affinity_time_ms, now_ms, limits.affinity_half_life_s)
+    weight = EVENT_WEIGHTS[event.type]
+
+    category_affinity = current.category_affinity
+    tag_affinity = current.tag_affinity
+    if item is not None and weight > 0:
+        category_affinity = _bump(
+            current.category_affinity, factor, (item.category,), weight, limits.max_affinities
+        )
+        tag_affinity = _bump(current.tag_affinity, factor, item.tags, weight, limits.max_affinities)
+    elif factor != 1.0:
+        category_affinity = _bump(current.category_affinity, factor, (), 0.0, limits.max_affinities)
+        tag_affinity = _bump(current.tag_affinity, factor, (), 0.0, limits.max_affinities)
+
+    history = current.history
+    purchased = current.purchased
+    query_terms = current.query_terms
+    if event.type is EventType.SEARCH:
+        terms = tokenize(event.query or "")
+        kept = tuple(t for t in query_terms if t not in terms)
+        query_terms = (*kept, *terms)[-limits.max_query_terms :]
+    elif event.item_id is not None:
+        history = _push(
+            history,
+            Interaction(event.item_id, event.type.value, event.event_time_ms),
+            limits.history_size,
+        )
+        if event.type is EventType.PURCHASE and event.item_id not in purchased:
+            purchased = _push(purchased, event.item_id, limits.max_purchased)
+
+    counters = dict(current.counters)
+    counters[event.type.value] = counters.get(event.type.value, 0) + 1
+
+    return replace(
+        current,
+        history=history,
+        category_affinity=category_affinity,
+        tag_affinity=tag_affinity,
+        affinity_time_ms=now_ms,
+        query_terms=query_terms,
+        purchased=purchased,
+        counters=tuple(sorted(counters.items())),
+        last_event_id=event.event_id,
+        recent_event_ids=_push(current.recent_event_ids, event.event_id, limits.recent_event_ids),
+        updated_ms=max(current.updated_ms, event.event_time_ms),
+    )
+
+
+def with_recommendation(state: UserState, rec: LastRecommendation) -> UserState:
+    """Remember what the user was last sent, for feedback attribution."""
+    return replace(state, last_recommendation=rec)
+
+
+def encode_state(state: UserState) -> bytes:
+    """Compact JSON for the RocksDB table value (versioned, so the format can evolve)."""
+    last = state.last_recommendation
+    return orjson.dumps(
+        {
+            "v": STATE_VERSION,
+            "u": state.user_id,
+            "h": [[i.item_id, i.type, i.time_ms] for i in state.history],
+            "ca": state.category_affinity,
+            "ta": state.tag_affinity,
+            "at": state.affinity_time_ms,
+            "q": state.query_terms,
+            "p": state.purchased,
+            "c": state.counters,
+            "le": state.last_event_id,
+            "re": state.recent_event_ids,
+            "lr": None if last is None else [last.event_id, last.model_version, last.item_ids],
+            "t": state.updated_ms,
+        }
+    )
+
+
+def decode_state(raw: bytes) -> UserState:
+    doc = orjson.loads(raw)
+    if doc.get("v") != STATE_VERSION:
+        raise ValueError(f"unsupported user state version {doc.get('v')!r}")
+    lr = doc["lr"]
+    return UserState(
+        user_id=doc["u"],
+        history=tuple(Interaction(i, t, int(ms)) for i, t, ms in doc["h"]),
+        category_affinity=tuple((k, float(v)) for k, v in doc["ca"]),
+        tag_affinity=tuple((k, float(v)) for k, v in doc["ta"]),
+        affinity_time_ms=int(doc["at"]),
+        query_terms=tuple(doc["q"]),
+        purchased=tuple(doc["p"]),
+        counters=tuple((k, int(v)) for k, v in doc["c"]),
+        last_event_id=doc["le"],
+        recent_event_ids=tuple(doc["re"]),
+        last_recommendation=None if lr is None else LastRecommendation(lr[0], lr[1], tuple(lr[2])),
+        updated_ms=int(doc["t"]),
+    )

@@ -1,0 +1,80 @@
+"""The Kafka surface: every topic liverank reads or writes, and the command that creates them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from app.kafka_config import client_config
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    role: str = ""
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Events, recommendations and feedback share a partition count: all are keyed by user_id."""
+    p = settings.partitions
+    return [
+        TopicSpec(settings.topic_events, p, role="events in (key: user_id)"),
+        TopicSpec(
+            settings.topic_catalog,
+            settings.catalog_partitions,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+            role="item catalog in, compacted (key: item_id)",
+        ),
+        TopicSpec(settings.topic_recommendations, p, role="recommendations out (key: user_id)"),
+        TopicSpec(settings.topic_feedback, p, role="feedback out (key: user_id)"),
+        TopicSpec(settings.topic_dead_letters, 1, role="dead letters out"),
+    ]
+
+
+def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:
+    """Create missing topics; returns name -> 'created' | 'exists'. Raises on other errors.
+
+    Existing topics are left as they are; a partition count that differs is reported, since
+    changing it re-maps keys to partitions (see the scaling notes in README.md).
+    """
+    admin = AdminClient(client_config(settings))
+    specs = topic_specs(settings)
+    existing = admin.list_topics(timeout=timeout_s).topics
+    result: dict[str, str] = {}
+    new = []
+    for spec in specs:
+        if spec.name in existing:
+            have = len(existing[spec.name].partitions)
+            if have != spec.partitions:
+                log.warning(
+                    "topic %s has %d partitions, settings say %d", spec.name, have, spec.partitions
+                )
+            result[spec.name] = "exists"
+        else:
+            new.append(
+                NewTopic(
+                    spec.name,
+                    num_partitions=spec.partitions,
+                    replication_factor=settings.replication_factor,
+                    config=spec.config,
+                )
+            )
+    if new:
+        for name, future in admin.create_topics(new, operation_timeout=timeout_s).items():
+            try:
+                future.result(timeout=timeout_s)
+                result[name] = "created"
+            except Exception as exc:
+                # Another process may have created it between list and create.
+                if "TOPIC_ALREADY_EXISTS" in str(exc):
+                    result[name] = "exists"
+                else:
+                    raise
+    return result

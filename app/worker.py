@@ -1,0 +1,127 @@
+"""Starts a worker: model and catalog first, then HTTP probes, then the Faust worker."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import faust
+from confluent_kafka import Producer
+
+from app.agents import events as events_agent
+from app.catalog import Catalog
+from app.catalog_follower import CatalogFollower
+from app.codec import encode_dead_letter
+from app.health import Health, serve
+from app.kafka_config import client_config
+from app.main import build_faust_app
+from app.metrics import Metrics
+from app.processor import DEAD_LETTERS, FEEDBACK, RECOMMENDATIONS, Processor, wall_clock_ms
+from app.records import DeadLetterError, Source
+from app.runtime import Runtime
+from app.scoring.onnx import OnnxScorer
+from app.settings import Settings
+from app.tables import user_state_table
+
+log = logging.getLogger(__name__)
+
+
+def build_worker(settings: Settings, runtime: Runtime) -> faust.App:
+    """The Faust app with its topics, table, agent and probes wired to ``runtime``."""
+    app = build_faust_app(settings)
+
+    def raw_topic(name: str, partitions: int) -> faust.TopicT:
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=partitions,
+        )
+
+    topics = {
+        "events": raw_topic(settings.topic_events, settings.partitions),
+        RECOMMENDATIONS: raw_topic(settings.topic_recommendations, settings.partitions),
+        FEEDBACK: raw_topic(settings.topic_feedback, settings.partitions),
+        DEAD_LETTERS: raw_topic(settings.topic_dead_letters, 1),
+    }
+    table = user_state_table(app, settings)
+    events_agent.register(app, runtime, table, topics)
+    health = runtime.health
+
+    def update_recovered() -> None:
+        health.set("recovered", not (app.rebalancing or app.in_recovery))
+
+    async def on_startup_finished() -> None:
+        update_recovered()
+        log.info("worker ready: recovery done, catalog and model loaded")
+
+    app.on_startup_finished = on_startup_finished
+
+    async def on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        health.set("recovered", False)
+
+    # mode's signal stubs want a positional-only sender; the call is as documented.
+    app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
+
+    async def heartbeat() -> None:
+        # Proves the event loop turns (liveness) and tracks rebalances (readiness).
+        health.beat()
+        update_recovered()
+
+    app.timer(interval=1.0)(heartbeat)
+    return app
+
+
+def run_worker(settings: Settings, loglevel: str | None = None) -> None:
+    """Load and check the model, preload the catalog, then run Faust until stopped."""
+    logging.basicConfig(
+        level=(loglevel or settings.log_level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    metrics = Metrics()
+    health = Health()
+    server = serve(health, metrics, settings.http_host, settings.http_port)
+
+    scorer = OnnxScorer(settings.model_path, threads=settings.onnx_threads)
+    metrics.model_info.labels(scorer.model_version).set(1)
+    health.set("model", True)
+    log.info(
+        "model %s loaded from %s on %s",
+        scorer.model_version,
+        settings.model_path,
+        scorer.providers,
+    )
+
+    dlq = Producer(client_config(settings, {"linger.ms": 5, "acks": "all"}))
+
+    def dead_letter(error: DeadLetterError, reason: str, source: Source, raw: bytes) -> None:
+        metrics.dead_letters.labels(error.value).inc()
+        value = encode_dead_letter(error, reason, source, raw, received_time_ms=wall_clock_ms())
+        dlq.produce(settings.topic_dead_letters, key=source.key, value=value)
+        dlq.poll(0)
+
+    catalog = Catalog()
+    follower = CatalogFollower(settings, catalog, metrics, dead_letter)
+    follower.preload()
+    follower.start()
+    health.set("catalog", True)
+
+    runtime = Runtime(
+        settings=settings,
+        catalog=catalog,
+        processor=Processor(catalog, scorer, settings),
+        metrics=metrics,
+        health=health,
+    )
+    app = build_worker(settings, runtime)
+    # Faust's CLI parses argv; run its `worker` command with our log level.
+    sys.argv = [sys.argv[0], "worker", "--loglevel", loglevel or settings.log_level]
+    try:
+        app.main()
+    finally:
+        follower.stop()
+        dlq.flush(10)
+        server.shutdown()

@@ -1,0 +1,97 @@
+"""Retrieval and ranking with the shipped ONNX model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from app.catalog import Catalog
+from app.ranking import RankingParams, rank
+from app.records import Event
+from app.retrieval import retrieve
+from app.scoring.onnx import OnnxScorer
+from app.state import StateLimits, UserState, apply_event
+
+LIMITS = StateLimits()
+PARAMS = RankingParams(top_k=5, candidates=30)
+
+
+def play(catalog: Catalog, events: list[Event]) -> UserState:
+    state: UserState | None = None
+    for e in events:
+        item = catalog.index.item(e.item_id) if e.item_id else None
+        state = apply_event(state, e, item, LIMITS)
+    assert state is not None
+    return state
+
+
+def test_jazz_clicks_rank_jazz_first(
+    music_catalog: Catalog, scorer: OnnxScorer, event_factory: Callable[..., Event]
+) -> None:
+    events = [event_factory("search", query="jazz")]
+    events += [event_factory("click", item_id=f"jazz-{i}") for i in (0, 3, 6)]
+    state = play(music_catalog, events)
+    (rec,) = rank(music_catalog.index, scorer, [(state, events[-1])], PARAMS)
+    categories = [music_catalog.index.item(i.item_id).category for i in rec.items]  # type: ignore[union-attr]
+    assert categories == ["jazz"] * 5
+    assert "jazz-6" not in [i.item_id for i in rec.items]  # the item just clicked
+    assert rec.kind == "next_items"
+    assert rec.model_version == "prior-1"
+    scores = [i.score for i in rec.items]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_search_results_match_the_query(
+    music_catalog: Catalog, scorer: OnnxScorer, event_factory: Callable[..., Event]
+) -> None:
+    # A rock fan (rock is also the most popular category) searches for classical.
+    events = [event_factory("click", item_id=f"rock-{i}") for i in (1, 4, 7)]
+    events.append(event_factory("search", query="Classical"))
+    state = play(music_catalog, events)
+    (rec,) = rank(music_catalog.index, scorer, [(state, events[-1])], PARAMS)
+    assert rec.kind == "search" and rec.query == "Classical"
+    assert all(i.item_id.startswith("classical-") for i in rec.items)
+    assert {i.source for i in rec.items} == {"query"}
+
+
+def test_purchased_items_are_never_candidates(
+    music_catalog: Catalog, event_factory: Callable[..., Event]
+) -> None:
+    events = [event_factory("purchase", item_id=f"jazz-{i}") for i in (0, 3)]
+    events.append(event_factory("click", item_id="jazz-9"))
+    state = play(music_catalog, events)
+    cands = retrieve(music_catalog.index, state, events[-1], limit=40, top_categories=("jazz",))
+    ids = {music_catalog.index.ids[r] for r in cands.rows}
+    assert not ids & {"jazz-0", "jazz-3", "jazz-9"}
+    assert len(ids) == len(cands.rows) == 37  # everything else in the catalog, once each
+
+
+def test_new_user_gets_popular_items(
+    music_catalog: Catalog, scorer: OnnxScorer, event_factory: Callable[..., Event]
+) -> None:
+    e = event_factory("click", item_id="not-in-catalog")
+    state = play(music_catalog, [e])
+    (rec,) = rank(music_catalog.index, scorer, [(state, e)], PARAMS)
+    assert len(rec.items) == 5
+    assert all(i.item_id.startswith("rock-") for i in rec.items)
+
+
+def test_batched_ranking_equals_one_at_a_time(
+    music_catalog: Catalog, scorer: OnnxScorer, event_factory: Callable[..., Event]
+) -> None:
+    a = [event_factory("click", user_id="a", item_id="jazz-0")]
+    b = [event_factory("click", user_id="b", item_id="rock-1"), event_factory("search", user_id="b", query="vinyl")]
+    requests = [(play(music_catalog, a), a[-1]), (play(music_catalog, b), b[-1])]
+    together = rank(music_catalog.index, scorer, requests, PARAMS)
+    alone = [rank(music_catalog.index, scorer, [r], PARAMS)[0] for r in requests]
+    assert [r.items for r in together] == [r.items for r in alone]
+
+
+def test_empty_catalog_gives_empty_ranking(
+    scorer: OnnxScorer, event_factory: Callable[..., Event]
+) -> None:
+    e = event_factory("click")
+    state = apply_event(None, e, None, LIMITS)
+    (rec,) = rank(Catalog().index, scorer, [(state, e)], PARAMS)
+    assert rec.items == ()
+
+

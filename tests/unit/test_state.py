@@ -1,0 +1,124 @@
+"""User state transitions: bounded, idempotent, decaying; and its stored form in RocksDB."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from rocksdict import Rdict
+
+from app.records import Event, Item
+from app.state import StateLimits, UserState, apply_event, decode_state, encode_state
+
+LIMITS = StateLimits(history_size=5, recent_event_ids=8, max_query_terms=4, max_purchased=3,
+                     max_affinities=3, affinity_half_life_s=3600.0)
+
+
+def run(events: list[Event], items: dict[str, Item] | None = None) -> UserState:
+    state: UserState | None = None
+    for e in events:
+        state = apply_event(state, e, (items or {}).get(e.item_id or ""), LIMITS)
+    assert state is not None
+    return state
+
+
+def test_click_updates_history_affinity_and_counters(
+    event_factory: Callable[..., Event], item_factory: Callable[..., Item]
+) -> None:
+    item = item_factory("i1", "jazz", tags=("piano",))
+    state = run([event_factory("click", item_id="i1")], {"i1": item})
+    assert [(i.item_id, i.type) for i in state.history] == [("i1", "click")]
+    assert dict(state.category_affinity) == {"jazz": 2.0}
+    assert dict(state.tag_affinity) == {"piano": 2.0}
+    assert state.counter("click") == 1
+    assert state.last_event_id == "e0"
+
+
+def test_redelivered_event_is_applied_once(
+    event_factory: Callable[..., Event], item_factory: Callable[..., Item]
+) -> None:
+    e = event_factory("purchase", item_id="i1")
+    once = run([e], {"i1": item_factory("i1")})
+    twice = apply_event(once, e, item_factory("i1"), LIMITS)
+    assert twice == once
+    assert once.counter("purchase") == 1
+
+
+def test_state_is_bounded(event_factory: Callable[..., Event], item_factory: Callable[..., Item]) -> None:
+    items = {f"i{n}": item_factory(f"i{n}", f"cat{n}", tags=(f"t{n}",)) for n in range(50)}
+    events = [event_factory("purchase", item_id=f"i{n}") for n in range(50)]
+    events += [event_factory("search", query=f"word{n} other{n}") for n in range(10)]
+    state = run(events, items)
+    assert len(state.history) == 5
+    assert state.history[-1].item_id == "i49"
+    assert state.purchased == ("i47", "i48", "i49")
+    assert len(state.category_affinity) <= 3
+    assert len(state.tag_affinity) <= 3
+    assert len(state.query_terms) == 4
+    assert len(state.recent_event_ids) == 8
+    assert len(encode_state(state)) < 2000
+
+
+def test_affinity_decays_with_half_life(
+    event_factory: Callable[..., Event], item_factory: Callable[..., Item]
+) -> None:
+    items = {"j": item_factory("j", "jazz"), "r": item_factory("r", "rock")}
+    state = run(
+        [
+            event_factory("click", item_id="j", time_ms=0),
+            event_factory("click", item_id="r", time_ms=3_600_000),
+        ],
+        items,
+    )
+    assert dict(state.category_affinity) == {"rock": 2.0, "jazz": 1.0}
+    categories, _ = state.affinities_at(7_200_000, 3600.0)
+    assert categories == pytest.approx({"rock": 1.0, "jazz": 0.5})
+
+
+def test_late_event_does_not_move_time_backwards(
+    event_factory: Callable[..., Event], item_factory: Callable[..., Item]
+) -> None:
+    items = {"j": item_factory("j", "jazz")}
+    state = run(
+        [event_factory("click", item_id="j", time_ms=10_000),
+         event_factory("click", item_id="j", time_ms=5_000)],
+        items,
+    )
+    assert state.affinity_time_ms == 10_000
+    assert dict(state.category_affinity) == {"jazz": 4.0}
+
+
+def test_search_keeps_recent_terms_in_order(event_factory: Callable[..., Event]) -> None:
+    state = run([event_factory("search", query="jazz piano"), event_factory("search", query="jazz trio")])
+    assert state.query_terms == ("piano", "jazz", "trio")
+
+
+def test_unknown_item_still_counts_in_history(event_factory: Callable[..., Event]) -> None:
+    state = run([event_factory("view", item_id="ghost")])
+    assert state.history[0].item_id == "ghost"
+    assert state.category_affinity == ()
+
+
+def test_round_trip_through_rocksdb(
+    tmp_path: Path, event_factory: Callable[..., Event], item_factory: Callable[..., Item]
+) -> None:
+    items = {"i1": item_factory("i1", "jazz", tags=("piano",))}
+    state = run(
+        [event_factory("click", item_id="i1"), event_factory("search", query="爵士 piano"),
+         event_factory("purchase", item_id="i1")],
+        items,
+    )
+    db = Rdict(str(tmp_path / "db"))
+    db[b"u1"] = encode_state(state)
+    db.close()
+    reopened = Rdict(str(tmp_path / "db"))
+    try:
+        assert decode_state(reopened[b"u1"]) == state
+    finally:
+        reopened.close()
+
+
+def test_unknown_state_version_is_refused() -> None:
+    with pytest.raises(ValueError, match="version"):
+        decode_state(b'{"v": 99}')
