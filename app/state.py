@@ -208,8 +208,9 @@ def encode_state(state: UserState) -> bytes:
 
 def decode_state(raw: bytes) -> UserState:
     doc = orjson.loads(raw)
-    if doc.get("v") != STATE_VERSION:
-        raise ValueError(f"unsupported user state version {doc.get('v')!r}")
+    if not isinstance(doc, dict) or doc.get("v") != STATE_VERSION:
+        found = doc.get("v") if isinstance(doc, dict) else type(doc).__name__
+        raise ValueError(f"unsupported user state version {found!r}")
     lr = doc["lr"]
     return UserState(
         user_id=doc["u"],

@@ -22,8 +22,7 @@ def user_state_table(app: faust.App, settings: Settings) -> TableT[bytes, bytes]
         USER_STATE_TABLE,
         default=None,
         partitions=settings.partitions,
+        # Serialized with the app-wide "raw" key/value serializers (app.main).
         key_type=bytes,
         value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
     )

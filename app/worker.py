@@ -117,8 +117,9 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
         health=health,
     )
     app = build_worker(settings, runtime)
-    # Faust's CLI parses argv; run its `worker` command with our log level.
-    sys.argv = [sys.argv[0], "worker", "--loglevel", loglevel or settings.log_level]
+    # Faust's CLI parses argv; run its `worker` command with our log level. Its --with-web
+    # default would override web_enabled=False and serve /table on port 6066.
+    sys.argv = [sys.argv[0], "worker", "--without-web", "--loglevel", loglevel or settings.log_level]
     try:
         app.main()
     finally:

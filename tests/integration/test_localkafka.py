@@ -1,0 +1,63 @@
+"""A real local KRaft broker: start, create a topic, produce and consume one message, stop."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # NewTopic: no explicit re-export
+    AdminClient,
+    NewTopic,
+)
+
+from app.localkafka import LocalKafka, pick_free_ports
+
+
+@pytest.mark.integration
+def test_local_broker_round_trip(tmp_path: Path) -> None:
+    port = pick_free_ports(1)[0]
+    kafka = LocalKafka(tmp_path / "kafka", port=port, startup_timeout=120.0)
+    try:
+        bootstrap = kafka.start()
+        assert bootstrap == f"127.0.0.1:{port}"
+        assert kafka.is_running() and kafka.is_ready()
+        assert (tmp_path / "kafka" / "bootstrap").read_text(encoding="utf-8").strip() == bootstrap
+        # A second handle on the same data dir attaches instead of starting another broker.
+        assert LocalKafka(tmp_path / "kafka").start() == bootstrap
+
+        topic = f"localkafka-{uuid.uuid4().hex[:8]}"
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        for future in admin.create_topics([NewTopic(topic, num_partitions=1)]).values():
+            future.result(timeout=30)
+
+        producer = Producer({"bootstrap.servers": bootstrap})
+        producer.produce(topic, key=b"k", value=b"hello")
+        assert producer.flush(30) == 0
+
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"g-{topic}",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        try:
+            consumer.subscribe([topic])
+            deadline = time.monotonic() + 60
+            message = None
+            while time.monotonic() < deadline:
+                message = consumer.poll(1.0)
+                if message is not None and message.error() is None:
+                    break
+            assert message is not None and message.error() is None
+            assert (message.key(), message.value()) == (b"k", b"hello")
+        finally:
+            consumer.close()
+    finally:
+        kafka.stop()
+    assert not kafka.is_running()
+    assert not (tmp_path / "kafka" / "kafka.pid").exists()
+    kafka.stop()  # idempotent

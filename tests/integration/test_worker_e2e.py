@@ -1,0 +1,267 @@
+"""A real worker against the real broker: events in, state in RocksDB, records out."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import orjson
+import pytest
+from rocksdict import AccessType, Options, Rdict
+
+from app.codec import encode_item, format_time_ms, load_schema
+from app.records import Item
+from app.settings import Settings
+from app.state import decode_state
+from app.topics import create_topics
+from tests.integration.kafka_io import KafkaIO, Record
+from tests.integration.worker_process import WorkerProcess, isolated_settings
+
+pytestmark = pytest.mark.integration
+
+CATALOG = [
+    Item(
+        f"{cat}-{i}",
+        f"{cat.title()} album {i}",
+        cat,
+        tags=(cat, "vinyl" if i % 2 else "cd"),
+        popularity={"jazz": 10.0, "rock": 1000.0, "classical": 50.0}[cat] + i,
+    )
+    for i in range(30)
+    for cat in ("jazz", "rock", "classical")
+]
+# The most popular jazz item: it should show up for jazz fans until it is withdrawn.
+STAR = "jazz-29"
+
+
+@pytest.fixture(scope="module")
+def settings(bootstrap: str, module_tmp: Path) -> Settings:
+    return isolated_settings(bootstrap, module_tmp)
+
+
+@pytest.fixture(scope="module")
+def worker(settings: Settings, kafka: KafkaIO, module_tmp: Path) -> Iterator[WorkerProcess]:
+    create_topics(settings)
+    for item in CATALOG:
+        kafka.produce(settings.topic_catalog, item.item_id.encode(), encode_item(item))
+    proc = WorkerProcess(settings, module_tmp / "worker.log")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def event(user: str, kind: str, **fields: Any) -> dict[str, Any]:
+    now = time.time_ns() // 1_000_000
+    doc = {"event_id": f"{user}-{uuid.uuid4().hex[:10]}", "user_id": user, "type": kind,
+           "event_time": format_time_ms(now), "context": {"device": "web"}}
+    doc.update(fields)
+    return doc
+
+
+def send(kafka: KafkaIO, settings: Settings, doc: dict[str, Any]) -> Record:
+    return kafka.produce(settings.topic_events, doc["user_id"].encode(), orjson.dumps(doc))
+
+
+def recs_for(kafka: KafkaIO, settings: Settings, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Wait for one recommendation per event id; returns them by event id."""
+    wanted = set(event_ids)
+
+    def done(records: list[Record]) -> bool:
+        return wanted <= {orjson.loads(r.value or b"{}")["event_id"] for r in records}
+
+    records = kafka.read_until(settings.topic_recommendations, done)
+    by_id = {}
+    for r in records:
+        doc = orjson.loads(r.value or b"{}")
+        if doc["event_id"] in wanted:
+            by_id[doc["event_id"]] = doc
+    return by_id
+
+
+def category(item_id: str) -> str:
+    return item_id.split("-")[0]
+
+
+def test_search_then_jazz_clicks_rank_jazz_first(
+    worker: WorkerProcess, kafka: KafkaIO, settings: Settings
+) -> None:
+    user = "jazz-fan"
+    search = event(user, "search", query="jazz")
+    clicks = [event(user, "click", item_id=f"jazz-{i}") for i in (2, 5, 8)]
+    for doc in [search, *clicks]:
+        send(kafka, settings, doc)
+    recs = recs_for(kafka, settings, [search["event_id"]] + [c["event_id"] for c in clicks])
+
+    results = recs[search["event_id"]]
+    assert results["kind"] == "search" and results["query"] == "jazz"
+    assert len(results["items"]) == settings.top_k
+    assert all(category(i["item_id"]) == "jazz" for i in results["items"])
+
+    last = recs[clicks[-1]["event_id"]]
+    assert last["kind"] == "next_items"
+    ranked = [i["item_id"] for i in last["items"]]
+    assert all(category(i) == "jazz" for i in ranked[:5]), ranked
+    assert "jazz-8" not in ranked
+    assert last["model_version"] == "prior-1"
+    assert last["user_id"] == user and last["event_time"] == clicks[-1]["event_time"]
+
+
+def test_purchased_item_is_not_recommended_again(
+    worker: WorkerProcess, kafka: KafkaIO, settings: Settings
+) -> None:
+    user = "buyer"
+    clicks = [event(user, "click", item_id=f"jazz-{i}") for i in (27, 28)]
+    first = clicks[-1]
+    for doc in clicks:
+        send(kafka, settings, doc)
+    before = recs_for(kafka, settings, [first["event_id"]])[first["event_id"]]
+    bought = before["items"][0]["item_id"]  # the item we were about to show again
+    purchase = event(user, "purchase", item_id=bought)
+    later = [event(user, "click", item_id=f"jazz-{i}") for i in (1, 3)]
+    search = event(user, "search", query="jazz vinyl")
+    for doc in [purchase, *later, search]:
+        send(kafka, settings, doc)
+    ids = [purchase["event_id"], *(d["event_id"] for d in later), search["event_id"]]
+    recs = recs_for(kafka, settings, ids)
+    for event_id in ids:
+        assert bought not in [i["item_id"] for i in recs[event_id]["items"]], event_id
+
+
+def test_withdrawn_item_disappears(worker: WorkerProcess, kafka: KafkaIO, settings: Settings) -> None:
+    user = "star-watcher"
+    probe = event(user, "search", query="jazz")
+    send(kafka, settings, probe)
+    before = recs_for(kafka, settings, [probe["event_id"]])[probe["event_id"]]
+    assert STAR in [i["item_id"] for i in before["items"]]
+
+    star = next(i for i in CATALOG if i.item_id == STAR)
+    kafka.produce(settings.topic_catalog, STAR.encode(), encode_item(replace(star, withdrawn=True)))
+    deadline = time.monotonic() + 30
+    while True:
+        again = event(user, "search", query="jazz")
+        send(kafka, settings, again)
+        after = recs_for(kafka, settings, [again["event_id"]])[again["event_id"]]
+        if STAR not in [i["item_id"] for i in after["items"]]:
+            break
+        assert time.monotonic() < deadline, "withdrawn item still recommended after 30 s"
+        time.sleep(0.5)
+    # And it stays gone, for next-item recommendations too.
+    click = event(user, "click", item_id="jazz-3")
+    send(kafka, settings, click)
+    rec = recs_for(kafka, settings, [click["event_id"]])[click["event_id"]]
+    assert STAR not in [i["item_id"] for i in rec["items"]]
+
+
+BAD_INPUTS: list[tuple[str, bytes | None, bytes | None]] = [
+    ("malformed_json", b"mallory", b'{"event_id": "x", '),
+    ("unknown_type", b"mallory", orjson.dumps(event("mallory", "like", item_id="jazz-1"))),
+    ("missing_id", b"mallory", orjson.dumps({k: v for k, v in event("mallory", "click").items()})),
+    ("schema_violation", b"mallory", orjson.dumps(event("mallory", "click", item_id="jazz-1", extra=1))),
+    ("oversize", b"mallory", orjson.dumps(event("mallory", "search", query="q" * 500, context={"page": "p" * 20000}))),
+    ("key_mismatch", b"someone-else", orjson.dumps(event("mallory", "click", item_id="jazz-1"))),
+    ("not_an_object", b"mallory", b'"just a string"'),
+    ("malformed_json", b"mallory", None),
+]
+
+
+def test_bad_input_goes_to_dead_letters_and_worker_goes_on(
+    worker: WorkerProcess, kafka: KafkaIO, settings: Settings
+) -> None:
+    produced = [
+        (error, kafka.produce(settings.topic_events, key, value)) for error, key, value in BAD_INPUTS
+    ]
+    good = event("mallory", "click", item_id="jazz-1")
+    send(kafka, settings, good)
+    assert recs_for(kafka, settings, [good["event_id"]])  # still processing after the bad ones
+
+    def all_there(records: list[Record]) -> bool:
+        return len(records) >= len(BAD_INPUTS)
+
+    letters = [orjson.loads(r.value or b"{}") for r in kafka.read_until(settings.topic_dead_letters, all_there)]
+    by_position = {(d["partition"], d["offset"]): d for d in letters}
+    for error, record in produced:
+        letter = by_position[(record.partition, record.offset)]
+        assert letter["error"] == error
+        assert letter["reason"]
+        assert letter["topic"] == settings.topic_events
+        assert base64.b64decode(letter["value_b64"]) == (record.value or b"")
+        assert base64.b64decode(letter["key_b64"]) == record.key
+
+    status, metrics = worker.get("/metrics")
+    assert status == 200
+    assert 'liverank_dead_letters_total{error="key_mismatch"} 1.0' in metrics
+    assert 'liverank_events_total{outcome="dead_letter",type="invalid"} 8.0' in metrics
+
+
+def test_every_emitted_record_validates_against_schemas(
+    worker: WorkerProcess, kafka: KafkaIO, settings: Settings
+) -> None:
+    user = "contract"
+    docs = [event(user, "view", item_id="rock-1"), event(user, "search", query="クラシック classical"),
+            event(user, "add_to_cart", item_id="classical-2"), event(user, "purchase", item_id="classical-2")]
+    for doc in docs:
+        send(kafka, settings, doc)
+    recs_for(kafka, settings, [d["event_id"] for d in docs[1:]])
+    checked = 0
+    for topic, schema in (
+        (settings.topic_recommendations, "recommendation"),
+        (settings.topic_feedback, "feedback"),
+        (settings.topic_dead_letters, "dead_letter"),
+    ):
+        validator = jsonschema.Draft7Validator(load_schema(schema), format_checker=jsonschema.FormatChecker())
+        for record in kafka.read_until(topic, lambda rs: len(rs) > 0):
+            validator.validate(orjson.loads(record.value or b"{}"))
+            checked += 1
+    assert checked > 10
+    feedback = [
+        orjson.loads(r.value or b"{}")
+        for r in kafka.read_until(settings.topic_feedback, lambda rs: len(rs) > 0)
+    ]
+    purchase = next(f for f in feedback if f["event_id"] == docs[-1]["event_id"])
+    # Attribution: the purchase follows the add_to_cart's recommendation.
+    assert purchase["last_recommendation"]["event_id"] == docs[2]["event_id"]
+
+
+def test_health_endpoints_and_no_table_view(worker: WorkerProcess) -> None:
+    assert worker.get("/healthz")[0] == 200
+    status, body = worker.get("/readyz")
+    assert status == 200 and "catalog: ok" in body and "recovered: ok" in body
+    assert worker.get("/table/user-state")[0] == 404
+    # Faust's own web server (default port 6066, serving /table) is not running at all.
+    faust_web = WorkerProcess(worker.settings.replace(http_port=6066), worker.log_path)
+    assert faust_web.get("/table/user-state")[0] == 0
+    status, metrics = worker.get("/metrics")
+    assert 'liverank_model_info{model_version="prior-1"} 1.0' in metrics
+    assert "liverank_end_to_end_latency_seconds_bucket" in metrics
+    assert "liverank_catalog_items 89.0" in metrics  # 90 items, one withdrawn
+
+
+def test_state_is_in_rocksdb_after_clean_stop(worker: WorkerProcess, settings: Settings) -> None:
+    # Runs last in this module: stops the worker and reads its RocksDB files directly.
+    assert worker.stop() == 0
+    tables = settings.data_dir / "v1" / "tables"
+    found = {}
+    for path in sorted(tables.glob("user-state-*.db")):
+        # Faust opens its stores in raw mode (plain bytes keys and values).
+        db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
+        try:
+            for key, value in db.items():
+                if not bytes(key).startswith(b"__faust"):  # faust keeps its offset here too
+                    found[bytes(key)] = decode_state(bytes(value))
+        finally:
+            db.close()
+    fan = found[b"jazz-fan"]
+    assert [i.item_id for i in fan.history] == ["jazz-2", "jazz-5", "jazz-8"]
+    assert fan.query_terms == ("jazz",)
+    assert dict(fan.category_affinity)["jazz"] > 0
+    assert "classical-2" in found[b"contract"].purchased
+    assert b"mallory" in found and b"someone-else" not in found
+    assert len(list(tables.glob("user-state-*.db"))) == settings.partitions

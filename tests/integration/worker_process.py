@@ -1,0 +1,100 @@
+"""Runs a real ``liverank worker`` as a subprocess, configured only through LIVERANK_* variables."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+from app.localkafka import pick_free_ports
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def isolated_settings(bootstrap: str, tmp: Path, **changes: object) -> Settings:
+    """Settings with topic names, app id (group, changelog) and data dir of their own."""
+    tag = uuid.uuid4().hex[:8]
+    base = Settings(
+        app_id=f"it-{tag}",
+        bootstrap_servers=bootstrap,
+        topic_events=f"it-{tag}.events",
+        topic_catalog=f"it-{tag}.catalog",
+        topic_recommendations=f"it-{tag}.recommendations",
+        topic_feedback=f"it-{tag}.feedback",
+        topic_dead_letters=f"it-{tag}.dead-letters",
+        partitions=2,
+        data_dir=tmp / "data",
+        model_path=ROOT / "models" / "default" / "model.onnx",
+        http_port=pick_free_ports(1)[0],
+        catalog_refresh_s=0.1,
+    )
+    return base.replace(**changes)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    return {var: str(getattr(settings, var[len("LIVERANK_") :].lower())) for var, _, _ in settings.as_table()}
+
+
+class WorkerProcess:
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.http_host}:{self.settings.http_port}"
+
+    def start(self, ready_timeout_s: float = 120.0) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVERANK_")}
+        env.update(settings_env(self.settings))
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app", "worker", "--loglevel", "info"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if self.get("/readyz")[0] == 200:
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"worker not ready after {ready_timeout_s}s:\n{self.log_tail()}")
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=2) as resp:  # noqa: S310 - loopback
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return 0, ""
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"worker did not stop within {timeout_s}s:\n{self.log_tail()}") from None
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
