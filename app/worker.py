@@ -119,7 +119,8 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
     app = build_worker(settings, runtime)
     # Faust's CLI parses argv; run its `worker` command with our log level. Its --with-web
     # default would override web_enabled=False and serve /table on port 6066.
-    sys.argv = [sys.argv[0], "worker", "--without-web", "--loglevel", loglevel or settings.log_level]
+    level = loglevel or settings.log_level
+    sys.argv = [sys.argv[0], "worker", "--without-web", "--loglevel", level]
     try:
         app.main()
     finally:

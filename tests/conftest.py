@@ -76,8 +76,12 @@ def music_catalog(item_factory: Callable[..., Item]) -> Catalog:
         category = ("jazz", "rock", "classical")[i % 3]
         popularity = {"jazz": 10.0, "rock": 1000.0, "classical": 50.0}[category] + i
         catalog.upsert(
-            item_factory(f"{category}-{i}", category, popularity=popularity,
-                         tags=(category, "vinyl" if i % 2 else "cd"))
+            item_factory(
+                f"{category}-{i}",
+                category,
+                popularity=popularity,
+                tags=(category, "vinyl" if i % 2 else "cd"),
+            )
         )
     catalog.publish()
     return catalog

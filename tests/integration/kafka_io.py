@@ -31,13 +31,18 @@ class KafkaIO:
         errors: list[object] = []
 
         def on_delivery(err: object, msg: Message) -> None:
-            (errors if err else delivered).append(err or msg)
+            if err:
+                errors.append(err)
+            else:
+                delivered.append(msg)
 
         self.producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
         self.producer.flush(30)
         assert not errors, errors
         msg = delivered[0]
-        return Record(topic, msg.partition() or 0, msg.offset() or 0, key, value, msg.timestamp()[1])
+        return Record(
+            topic, msg.partition() or 0, msg.offset() or 0, key, value, msg.timestamp()[1]
+        )
 
     def read_until(
         self,
@@ -73,6 +78,8 @@ class KafkaIO:
                         )
                 if done(records):
                     return records
-            raise AssertionError(f"timed out after {timeout_s}s reading {topic}: {len(records)} records")
+            raise AssertionError(
+                f"timed out after {timeout_s}s reading {topic}: {len(records)} records"
+            )
         finally:
             consumer.close()

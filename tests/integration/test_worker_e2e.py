@@ -60,8 +60,13 @@ def worker(settings: Settings, kafka: KafkaIO, module_tmp: Path) -> Iterator[Wor
 
 def event(user: str, kind: str, **fields: Any) -> dict[str, Any]:
     now = time.time_ns() // 1_000_000
-    doc = {"event_id": f"{user}-{uuid.uuid4().hex[:10]}", "user_id": user, "type": kind,
-           "event_time": format_time_ms(now), "context": {"device": "web"}}
+    doc = {
+        "event_id": f"{user}-{uuid.uuid4().hex[:10]}",
+        "user_id": user,
+        "type": kind,
+        "event_time": format_time_ms(now),
+        "context": {"device": "web"},
+    }
     doc.update(fields)
     return doc
 
@@ -135,7 +140,9 @@ def test_purchased_item_is_not_recommended_again(
         assert bought not in [i["item_id"] for i in recs[event_id]["items"]], event_id
 
 
-def test_withdrawn_item_disappears(worker: WorkerProcess, kafka: KafkaIO, settings: Settings) -> None:
+def test_withdrawn_item_disappears(
+    worker: WorkerProcess, kafka: KafkaIO, settings: Settings
+) -> None:
     user = "star-watcher"
     probe = event(user, "search", query="jazz")
     send(kafka, settings, probe)
@@ -164,8 +171,16 @@ BAD_INPUTS: list[tuple[str, bytes | None, bytes | None]] = [
     ("malformed_json", b"mallory", b'{"event_id": "x", '),
     ("unknown_type", b"mallory", orjson.dumps(event("mallory", "like", item_id="jazz-1"))),
     ("missing_id", b"mallory", orjson.dumps({k: v for k, v in event("mallory", "click").items()})),
-    ("schema_violation", b"mallory", orjson.dumps(event("mallory", "click", item_id="jazz-1", extra=1))),
-    ("oversize", b"mallory", orjson.dumps(event("mallory", "search", query="q" * 500, context={"page": "p" * 20000}))),
+    (
+        "schema_violation",
+        b"mallory",
+        orjson.dumps(event("mallory", "click", item_id="jazz-1", extra=1)),
+    ),
+    (
+        "oversize",
+        b"mallory",
+        orjson.dumps(event("mallory", "search", query="q" * 500, context={"page": "p" * 20000})),
+    ),
     ("key_mismatch", b"someone-else", orjson.dumps(event("mallory", "click", item_id="jazz-1"))),
     ("not_an_object", b"mallory", b'"just a string"'),
     ("malformed_json", b"mallory", None),
@@ -176,7 +191,8 @@ def test_bad_input_goes_to_dead_letters_and_worker_goes_on(
     worker: WorkerProcess, kafka: KafkaIO, settings: Settings
 ) -> None:
     produced = [
-        (error, kafka.produce(settings.topic_events, key, value)) for error, key, value in BAD_INPUTS
+        (error, kafka.produce(settings.topic_events, key, value))
+        for error, key, value in BAD_INPUTS
     ]
     good = event("mallory", "click", item_id="jazz-1")
     send(kafka, settings, good)
@@ -185,7 +201,10 @@ def test_bad_input_goes_to_dead_letters_and_worker_goes_on(
     def all_there(records: list[Record]) -> bool:
         return len(records) >= len(BAD_INPUTS)
 
-    letters = [orjson.loads(r.value or b"{}") for r in kafka.read_until(settings.topic_dead_letters, all_there)]
+    letters = [
+        orjson.loads(r.value or b"{}")
+        for r in kafka.read_until(settings.topic_dead_letters, all_there)
+    ]
     by_position = {(d["partition"], d["offset"]): d for d in letters}
     for error, record in produced:
         letter = by_position[(record.partition, record.offset)]
@@ -205,8 +224,12 @@ def test_every_emitted_record_validates_against_schemas(
     worker: WorkerProcess, kafka: KafkaIO, settings: Settings
 ) -> None:
     user = "contract"
-    docs = [event(user, "view", item_id="rock-1"), event(user, "search", query="クラシック classical"),
-            event(user, "add_to_cart", item_id="classical-2"), event(user, "purchase", item_id="classical-2")]
+    docs = [
+        event(user, "view", item_id="rock-1"),
+        event(user, "search", query="クラシック classical"),
+        event(user, "add_to_cart", item_id="classical-2"),
+        event(user, "purchase", item_id="classical-2"),
+    ]
     for doc in docs:
         send(kafka, settings, doc)
     recs_for(kafka, settings, [d["event_id"] for d in docs[1:]])
@@ -216,7 +239,9 @@ def test_every_emitted_record_validates_against_schemas(
         (settings.topic_feedback, "feedback"),
         (settings.topic_dead_letters, "dead_letter"),
     ):
-        validator = jsonschema.Draft7Validator(load_schema(schema), format_checker=jsonschema.FormatChecker())
+        validator = jsonschema.Draft7Validator(
+            load_schema(schema), format_checker=jsonschema.FormatChecker()
+        )
         for record in kafka.read_until(topic, lambda rs: len(rs) > 0):
             validator.validate(orjson.loads(record.value or b"{}"))
             checked += 1
@@ -254,8 +279,9 @@ def test_state_is_in_rocksdb_after_clean_stop(worker: WorkerProcess, settings: S
         db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
         try:
             for key, value in db.items():
-                if not bytes(key).startswith(b"__faust"):  # faust keeps its offset here too
-                    found[bytes(key)] = decode_state(bytes(value))
+                assert isinstance(key, bytes) and isinstance(value, bytes)
+                if not key.startswith(b"__faust"):  # faust keeps its offset here too
+                    found[key] = decode_state(value)
         finally:
             db.close()
     fan = found[b"jazz-fan"]

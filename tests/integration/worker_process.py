@@ -39,7 +39,10 @@ def isolated_settings(bootstrap: str, tmp: Path, **changes: object) -> Settings:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    return {var: str(getattr(settings, var[len("LIVERANK_") :].lower())) for var, _, _ in settings.as_table()}
+    return {
+        var: str(getattr(settings, var[len("LIVERANK_") :].lower()))
+        for var, _, _ in settings.as_table()
+    }
 
 
 class WorkerProcess:
@@ -67,7 +70,9 @@ class WorkerProcess:
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise AssertionError(
+                    f"worker exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
             if self.get("/readyz")[0] == 200:
                 return
             time.sleep(0.3)
@@ -91,7 +96,9 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"worker did not stop within {timeout_s}s:\n{self.log_tail()}") from None
+            raise AssertionError(
+                f"worker did not stop within {timeout_s}s:\n{self.log_tail()}"
+            ) from None
 
     def log_tail(self, lines: int = 60) -> str:
         try:

@@ -24,7 +24,11 @@ def test_index_holds_active_items_only(item_factory: Callable[..., Item]) -> Non
 
 def test_popular_rows_are_ordered(item_factory: Callable[..., Item]) -> None:
     index = CatalogIndex.build(
-        [item_factory("a", popularity=1), item_factory("b", popularity=100), item_factory("c", popularity=10)]
+        [
+            item_factory("a", popularity=1),
+            item_factory("b", popularity=100),
+            item_factory("c", popularity=10),
+        ]
     )
     assert [index.ids[r] for r in index.popular_rows] == ["b", "c", "a"]
     assert index.popularity.max() == 1.0

@@ -79,7 +79,10 @@ def test_batched_ranking_equals_one_at_a_time(
     music_catalog: Catalog, scorer: OnnxScorer, event_factory: Callable[..., Event]
 ) -> None:
     a = [event_factory("click", user_id="a", item_id="jazz-0")]
-    b = [event_factory("click", user_id="b", item_id="rock-1"), event_factory("search", user_id="b", query="vinyl")]
+    b = [
+        event_factory("click", user_id="b", item_id="rock-1"),
+        event_factory("search", user_id="b", query="vinyl"),
+    ]
     requests = [(play(music_catalog, a), a[-1]), (play(music_catalog, b), b[-1])]
     together = rank(music_catalog.index, scorer, requests, PARAMS)
     alone = [rank(music_catalog.index, scorer, [r], PARAMS)[0] for r in requests]
@@ -93,5 +96,3 @@ def test_empty_catalog_gives_empty_ranking(
     state = apply_event(None, e, None, LIMITS)
     (rec,) = rank(Catalog().index, scorer, [(state, e)], PARAMS)
     assert rec.items == ()
-
-

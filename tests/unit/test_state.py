@@ -11,8 +11,14 @@ from rocksdict import Rdict
 from app.records import Event, Item
 from app.state import StateLimits, UserState, apply_event, decode_state, encode_state
 
-LIMITS = StateLimits(history_size=5, recent_event_ids=8, max_query_terms=4, max_purchased=3,
-                     max_affinities=3, affinity_half_life_s=3600.0)
+LIMITS = StateLimits(
+    history_size=5,
+    recent_event_ids=8,
+    max_query_terms=4,
+    max_purchased=3,
+    max_affinities=3,
+    affinity_half_life_s=3600.0,
+)
 
 
 def run(events: list[Event], items: dict[str, Item] | None = None) -> UserState:
@@ -45,7 +51,9 @@ def test_redelivered_event_is_applied_once(
     assert once.counter("purchase") == 1
 
 
-def test_state_is_bounded(event_factory: Callable[..., Event], item_factory: Callable[..., Item]) -> None:
+def test_state_is_bounded(
+    event_factory: Callable[..., Event], item_factory: Callable[..., Item]
+) -> None:
     items = {f"i{n}": item_factory(f"i{n}", f"cat{n}", tags=(f"t{n}",)) for n in range(50)}
     events = [event_factory("purchase", item_id=f"i{n}") for n in range(50)]
     events += [event_factory("search", query=f"word{n} other{n}") for n in range(10)]
@@ -81,8 +89,10 @@ def test_late_event_does_not_move_time_backwards(
 ) -> None:
     items = {"j": item_factory("j", "jazz")}
     state = run(
-        [event_factory("click", item_id="j", time_ms=10_000),
-         event_factory("click", item_id="j", time_ms=5_000)],
+        [
+            event_factory("click", item_id="j", time_ms=10_000),
+            event_factory("click", item_id="j", time_ms=5_000),
+        ],
         items,
     )
     assert state.affinity_time_ms == 10_000
@@ -90,7 +100,9 @@ def test_late_event_does_not_move_time_backwards(
 
 
 def test_search_keeps_recent_terms_in_order(event_factory: Callable[..., Event]) -> None:
-    state = run([event_factory("search", query="jazz piano"), event_factory("search", query="jazz trio")])
+    state = run(
+        [event_factory("search", query="jazz piano"), event_factory("search", query="jazz trio")]
+    )
     assert state.query_terms == ("piano", "jazz", "trio")
 
 
@@ -105,8 +117,11 @@ def test_round_trip_through_rocksdb(
 ) -> None:
     items = {"i1": item_factory("i1", "jazz", tags=("piano",))}
     state = run(
-        [event_factory("click", item_id="i1"), event_factory("search", query="爵士 piano"),
-         event_factory("purchase", item_id="i1")],
+        [
+            event_factory("click", item_id="i1"),
+            event_factory("search", query="爵士 piano"),
+            event_factory("purchase", item_id="i1"),
+        ],
         items,
     )
     db = Rdict(str(tmp_path / "db"))
@@ -114,7 +129,9 @@ def test_round_trip_through_rocksdb(
     db.close()
     reopened = Rdict(str(tmp_path / "db"))
     try:
-        assert decode_state(reopened[b"u1"]) == state
+        stored = reopened[b"u1"]
+        assert isinstance(stored, bytes)
+        assert decode_state(stored) == state
     finally:
         reopened.close()
 
