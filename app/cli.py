@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="play sessions and print recommendations live")
     demo.add_argument("--users", type=int, default=300)
     demo.add_argument("--items", type=int, default=2000)
-    demo.add_argument("--rate", type=float, default=50.0, help="events per second")
+    demo.add_argument("--rate", type=float, default=20.0, help="events per second")
     demo.add_argument("--duration", type=float, default=None, help="seconds; default until Ctrl-C")
     sub.add_parser("settings", help="print the configuration table (markdown)")
     return parser
@@ -83,9 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     if args.command == "settings":
-        print("| variable | type | default |\n|---|---|---|")
-        for var, kind, default in settings.as_table():
-            print(f"| `{var}` | {kind} | `{default}` |")
+        print(settings.markdown_table())
         return 0
     raise AssertionError(args.command)  # pragma: no cover - argparse restricts choices
 

@@ -86,6 +86,7 @@ def run_demo(
     items: int,
     rate: float,
     duration_s: float | None,
+    report_every_s: float = 10.0,
     out: TextIO = sys.stdout,
 ) -> dict[str, float]:
     """Play traffic and print each recommendation as it arrives; returns latency figures (ms)."""
@@ -109,6 +110,7 @@ def run_demo(
     )
     latencies: list[float] = []
     started = time.monotonic()
+    last_report, reported = started, 0
     player.start()
     print(
         f"playing ~{rate:g} events/s from {users} users over {items} items; Ctrl-C stops", file=out
@@ -132,6 +134,15 @@ def run_demo(
                     file=out,
                     flush=True,
                 )
+            if time.monotonic() - last_report >= report_every_s and len(latencies) > reported:
+                window = latency_summary(latencies[reported:])
+                print(
+                    f"--- last {time.monotonic() - last_report:.0f} s: {int(window['n'])} "
+                    f"recommendations, p50 {window['p50']:.1f} ms, p99 {window['p99']:.1f} ms ---",
+                    file=out,
+                    flush=True,
+                )
+                last_report, reported = time.monotonic(), len(latencies)
     finally:
         stop.set()
         player.join(timeout=15)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
 ENV_PREFIX = "LIVERANK_"
+
+
+def _field(default: Any, doc: str) -> Any:
+    """A settings field with a description (shown in README.md's configuration table)."""
+    return field(default=default, metadata={"doc": doc})
 
 
 class SettingsError(ValueError):
@@ -19,40 +24,56 @@ class SettingsError(ValueError):
 class Settings:
     """Everything the worker can be configured with; each field maps to ``LIVERANK_<NAME>``."""
 
-    app_id: str = "liverank"
-    bootstrap_servers: str = "127.0.0.1:9092"
+    app_id: str = _field("liverank", "Faust app id: consumer group, changelog topic prefix.")
+    bootstrap_servers: str = _field("127.0.0.1:9092", "Kafka bootstrap servers, comma-separated.")
     # Topics: names and partition counts. Events, recommendations and feedback share a
     # partition count so that per-user state, keyed like the events topic, stays co-partitioned.
-    topic_events: str = "liverank.events.v1"
-    topic_catalog: str = "liverank.catalog.v1"
-    topic_recommendations: str = "liverank.recommendations.v1"
-    topic_feedback: str = "liverank.feedback.v1"
-    topic_dead_letters: str = "liverank.dead-letters.v1"
-    partitions: int = 4
-    catalog_partitions: int = 1
-    replication_factor: int = 1
-    processing_guarantee: str = "at_least_once"
-    data_dir: Path = Path(".liverank-data")
-    model_path: Path = Path("models/default/model.onnx")
-    onnx_threads: int = 1
-    http_host: str = "127.0.0.1"
-    http_port: int = 8080
+    topic_events: str = _field("liverank.events.v1", "Behaviour events in (key: user_id).")
+    topic_catalog: str = _field("liverank.catalog.v1", "Item catalog in, compacted (key: item_id).")
+    topic_recommendations: str = _field(
+        "liverank.recommendations.v1", "Ranked recommendations out (key: user_id)."
+    )
+    topic_feedback: str = _field(
+        "liverank.feedback.v1", "Feedback for retraining out (key: user_id)."
+    )
+    topic_dead_letters: str = _field(
+        "liverank.dead-letters.v1", "Records that could not be applied, with the reason."
+    )
+    partitions: int = _field(
+        4, "Partitions of the events, recommendations and feedback topics and the state table."
+    )
+    catalog_partitions: int = _field(1, "Partitions of the catalog topic.")
+    replication_factor: int = _field(1, "Replication factor of the topics liverank creates.")
+    processing_guarantee: str = _field("at_least_once", "at_least_once (default) or exactly_once.")
+    data_dir: Path = _field(Path(".liverank-data"), "Where RocksDB keeps the state table.")
+    model_path: Path = _field(
+        Path("models/default/model.onnx"), "The ONNX ranking model (see the ONNX contract)."
+    )
+    onnx_threads: int = _field(1, "ONNX Runtime intra-op threads.")
+    http_host: str = _field(
+        "127.0.0.1", "Address of /metrics, /healthz, /readyz (0.0.0.0 in a pod)."
+    )
+    http_port: int = _field(8080, "Port of /metrics, /healthz, /readyz.")
     # User state bounds: they keep one user's RocksDB value small whatever the user does.
-    history_size: int = 50
-    recent_event_ids: int = 64
-    max_query_terms: int = 16
-    max_purchased: int = 200
-    max_affinities: int = 32
-    affinity_half_life_s: float = 6 * 3600.0
+    history_size: int = _field(50, "Interactions kept per user.")
+    recent_event_ids: int = _field(64, "Event ids kept per user for deduplication.")
+    max_query_terms: int = _field(16, "Recent query terms kept per user.")
+    max_purchased: int = _field(200, "Purchased item ids kept per user (never recommended again).")
+    max_affinities: int = _field(32, "Category and tag affinities kept per user (strongest first).")
+    affinity_half_life_s: float = _field(
+        6 * 3600.0, "Half-life of category and tag affinities, seconds."
+    )
     # Ranking.
-    top_k: int = 10
-    candidates: int = 200
+    top_k: int = _field(10, "Items per recommendation.")
+    candidates: int = _field(200, "Candidates retrieved and scored per event.")
     # Input limits.
-    max_event_bytes: int = 16 * 1024
+    max_event_bytes: int = _field(16 * 1024, "Larger event records are dead-lettered as oversize.")
     # Catalog follower: how often a changed catalog is re-indexed, and how long start-up may wait.
-    catalog_refresh_s: float = 0.2
-    catalog_preload_timeout_s: float = 120.0
-    log_level: str = "info"
+    catalog_refresh_s: float = _field(0.2, "How often catalog changes are re-indexed, seconds.")
+    catalog_preload_timeout_s: float = _field(
+        120.0, "How long start-up may take to read the catalog, seconds."
+    )
+    log_level: str = _field("info", "Worker log level.")
 
     def __post_init__(self) -> None:
         if self.processing_guarantee not in {"at_least_once", "exactly_once"}:
@@ -106,13 +127,23 @@ class Settings:
         """A copy with some fields changed (settings are frozen)."""
         return dataclasses.replace(self, **changes)
 
-    def as_table(self) -> list[tuple[str, str, str]]:
-        """(variable, type, default) rows, used to keep README.md's configuration table true."""
+    def as_table(self) -> list[tuple[str, str, str, str]]:
+        """(variable, type, value, description) rows; README.md's table is this, for defaults."""
         hints = get_type_hints(type(self))
-        rows = []
-        for f in fields(self):
-            rows.append((ENV_PREFIX + f.name.upper(), _type_name(hints[f.name]), str(f.default)))
-        return rows
+        return [
+            (
+                ENV_PREFIX + f.name.upper(),
+                _type_name(hints[f.name]),
+                str(getattr(self, f.name)),
+                str(f.metadata.get("doc", "")),
+            )
+            for f in fields(self)
+        ]
+
+    def markdown_table(self) -> str:
+        lines = ["| variable | type | default | meaning |", "|---|---|---|---|"]
+        lines += [f"| `{v}` | {t} | `{d}` | {doc} |" for v, t, d, doc in self.as_table()]
+        return "\n".join(lines)
 
 
 def _type_name(tp: Any) -> str:

@@ -32,7 +32,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
             role="item catalog in, compacted (key: item_id)",
         ),
-        TopicSpec(settings.topic_recommendations, p, role="recommendations out (key: user_id)"),
+        TopicSpec(
+            settings.topic_recommendations,
+            p,
+            # The broker stamps each record when it appends it: downstream (and the benchmark)
+            # read end-to-end freshness as record timestamp minus event_time.
+            {"message.timestamp.type": "LogAppendTime"},
+            role="recommendations out (key: user_id)",
+        ),
         TopicSpec(settings.topic_feedback, p, role="feedback out (key: user_id)"),
         TopicSpec(settings.topic_dead_letters, 1, role="dead letters out"),
     ]

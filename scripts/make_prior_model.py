@@ -29,7 +29,7 @@ from app.scoring.onnx import (
     OUTPUT_SCORES,
 )
 
-MODEL_VERSION = "prior-1"
+MODEL_VERSION = "prior-2"
 HIDDEN = 8
 
 
@@ -51,7 +51,11 @@ def weights() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     w_cand[c["seen"], 6] = 1.0
     w_cand[c["similarity"], 7] = -1.0
     w_out = np.array([[1.5], [2.0], [1.0], [1.0], [4.0], [0.6], [-0.8], [-0.5]], dtype=np.float32)
-    return w_cand, w_user, bias, w_out
+    # Temperature and offset keep the sigmoid out of saturation, so scores stay readable.
+    return w_cand, w_user, bias, w_out * np.float32(0.35)
+
+
+OUTPUT_BIAS = -1.0
 
 
 def build() -> onnx.ModelProto:
@@ -61,6 +65,7 @@ def build() -> onnx.ModelProto:
         numpy_helper.from_array(w_user, "w_user"),
         numpy_helper.from_array(bias, "bias"),
         numpy_helper.from_array(w_out, "w_out"),
+        numpy_helper.from_array(np.array([OUTPUT_BIAS], dtype=np.float32), "b_out"),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
         numpy_helper.from_array(np.array([2], dtype=np.int64), "axis2"),
     ]
@@ -72,7 +77,8 @@ def build() -> onnx.ModelProto:
         helper.make_node("Add", ["pre0", "bias"], ["pre"]),
         helper.make_node("Relu", ["pre"], ["hidden"]),
         helper.make_node("MatMul", ["hidden", "w_out"], ["logit3"]),  # [B,C,1]
-        helper.make_node("Squeeze", ["logit3", "axis2"], ["logit"]),
+        helper.make_node("Squeeze", ["logit3", "axis2"], ["logit0"]),
+        helper.make_node("Add", ["logit0", "b_out"], ["logit"]),
         helper.make_node("Sigmoid", ["logit"], [OUTPUT_SCORES]),
     ]
     graph = helper.make_graph(

@@ -115,7 +115,7 @@ def test_search_then_jazz_clicks_rank_jazz_first(
     ranked = [i["item_id"] for i in last["items"]]
     assert all(category(i) == "jazz" for i in ranked[:5]), ranked
     assert "jazz-8" not in ranked
-    assert last["model_version"] == "prior-1"
+    assert last["model_version"] == "prior-2"
     assert last["user_id"] == user and last["event_time"] == clicks[-1]["event_time"]
 
 
@@ -264,7 +264,7 @@ def test_health_endpoints_and_no_table_view(worker: WorkerProcess) -> None:
     faust_web = WorkerProcess(worker.settings.replace(http_port=6066), worker.log_path)
     assert faust_web.get("/table/user-state")[0] == 0
     status, metrics = worker.get("/metrics")
-    assert 'liverank_model_info{model_version="prior-1"} 1.0' in metrics
+    assert 'liverank_model_info{model_version="prior-2"} 1.0' in metrics
     assert "liverank_end_to_end_latency_seconds_bucket" in metrics
     assert "liverank_catalog_items 89.0" in metrics  # 90 items, one withdrawn
 

@@ -35,7 +35,7 @@ def test_jazz_clicks_rank_jazz_first(
     assert categories == ["jazz"] * 5
     assert "jazz-6" not in [i.item_id for i in rec.items]  # the item just clicked
     assert rec.kind == "next_items"
-    assert rec.model_version == "prior-1"
+    assert rec.model_version == "prior-2"
     scores = [i.score for i in rec.items]
     assert scores == sorted(scores, reverse=True)
 

@@ -16,7 +16,7 @@ from tests.conftest import MODEL
 
 
 def test_shipped_model_meets_contract(scorer: OnnxScorer) -> None:
-    assert scorer.model_version == "prior-1"
+    assert scorer.model_version == "prior-2"
     user = np.zeros((3, len(USER_FEATURES)), dtype=np.float32)
     cands = np.random.default_rng(0).random((3, 17, len(CANDIDATE_FEATURES)), dtype=np.float32)
     scores = scorer.score(user, cands)
@@ -73,3 +73,16 @@ def test_wrong_input_name_is_refused(tmp_path: Path) -> None:
     onnx.save(model, path)
     with pytest.raises(ModelContractError, match="inputs must be"):
         OnnxScorer(path)
+
+
+def test_committed_model_is_what_the_script_builds() -> None:
+    """models/default/model.onnx is reproducible from scripts/make_prior_model.py."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_prior_model", MODEL.parents[2] / "scripts" / "make_prior_model.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.build().SerializeToString() == MODEL.read_bytes()
