@@ -142,3 +142,5 @@ class CatalogFollower:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        else:
+            self._consumer.close()

@@ -43,7 +43,12 @@ def test_bad_number_names_the_variable() -> None:
 
 @pytest.mark.parametrize(
     "changes",
-    [{"partitions": 0}, {"top_k": 50, "candidates": 10}, {"processing_guarantee": "maybe"}],
+    [
+        {"partitions": 0},
+        {"top_k": 50, "candidates": 10},
+        {"processing_guarantee": "maybe"},
+        {"processing_guarantee": "exactly_once"},
+    ],
 )
 def test_invalid_values_are_refused(changes: dict[str, object]) -> None:
     with pytest.raises(SettingsError):
