@@ -68,6 +68,7 @@ class Outcome:
     recommendation: Recommendation | None = None
     error: DeadLetterError | None = None
     state_reset: bool = False
+    ranking_s: float = 0.0
 
 
 class Processor:
@@ -163,8 +164,11 @@ class Processor:
         key = event.user_id.encode("utf-8")
         outputs: list[Output] = []
         recommendation: Recommendation | None = None
+        ranking_s = 0.0
         if event.type is EventType.SEARCH or event.type in NEXT_ITEM_TRIGGERS:
+            started = time.perf_counter()
             (recommendation,) = rank(index, self.scorer, [(state, event)], self.params)
+            ranking_s = time.perf_counter() - started
             state = with_recommendation(
                 state,
                 LastRecommendation(
@@ -203,4 +207,5 @@ class Processor:
             event=event,
             recommendation=recommendation,
             state_reset=reset,
+            ranking_s=ranking_s,
         )

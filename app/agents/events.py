@@ -47,6 +47,7 @@ def register(
                 max(0.0, (time.time_ns() // 1_000_000 - rec.event_time_ms) / 1000.0)
             )
             metrics.batch_size.observe(1)
+            metrics.scoring.observe(outcome.ranking_s)
         metrics.processing.observe(time.perf_counter() - started)
 
     @app.agent(topics["events"], name="liverank.events")

@@ -167,6 +167,34 @@ def test_withdrawn_item_disappears(
     assert STAR not in [i["item_id"] for i in rec["items"]]
 
 
+def test_items_added_and_changed_live(
+    worker: WorkerProcess, kafka: KafkaIO, settings: Settings
+) -> None:
+    new = Item("zebra-1", "Zebra crossing", "jazz", tags=("jazz",), popularity=5.0)
+    changed = replace(next(i for i in CATALOG if i.item_id == "rock-3"), title="Zebra stripes")
+    for item in (new, changed):
+        kafka.produce(settings.topic_catalog, item.item_id.encode(), encode_item(item))
+    kafka.produce(settings.topic_catalog, b"broken-item", b'{"item_id": "broken-item"}')
+    deadline = time.monotonic() + 30
+    while True:
+        search = event("zebra-fan", "search", query="zebra")
+        send(kafka, settings, search)
+        rec = recs_for(kafka, settings, [search["event_id"]])[search["event_id"]]
+        top = {i["item_id"] for i in rec["items"][:2]}
+        if top == {"zebra-1", "rock-3"}:
+            break
+        assert time.monotonic() < deadline, f"catalog changes not live after 30 s: {top}"
+        time.sleep(0.5)
+
+    def catalog_letter(records: list[Record]) -> bool:
+        return any(b"broken-item" in (r.key or b"") for r in records)
+
+    letters = kafka.read_until(settings.topic_dead_letters, catalog_letter)
+    letter = next(orjson.loads(r.value or b"{}") for r in letters if r.key == b"broken-item")
+    assert letter["topic"] == settings.topic_catalog and letter["error"] == "schema_violation"
+    assert letter["reason"].startswith("catalog record:")
+
+
 BAD_INPUTS: list[tuple[str, bytes | None, bytes | None]] = [
     ("malformed_json", b"mallory", b'{"event_id": "x", '),
     ("unknown_type", b"mallory", orjson.dumps(event("mallory", "like", item_id="jazz-1"))),
@@ -205,9 +233,9 @@ def test_bad_input_goes_to_dead_letters_and_worker_goes_on(
         orjson.loads(r.value or b"{}")
         for r in kafka.read_until(settings.topic_dead_letters, all_there)
     ]
-    by_position = {(d["partition"], d["offset"]): d for d in letters}
+    by_position = {(d["topic"], d["partition"], d["offset"]): d for d in letters}
     for error, record in produced:
-        letter = by_position[(record.partition, record.offset)]
+        letter = by_position[(record.topic, record.partition, record.offset)]
         assert letter["error"] == error
         assert letter["reason"]
         assert letter["topic"] == settings.topic_events
@@ -266,7 +294,8 @@ def test_health_endpoints_and_no_table_view(worker: WorkerProcess) -> None:
     status, metrics = worker.get("/metrics")
     assert 'liverank_model_info{model_version="prior-2"} 1.0' in metrics
     assert "liverank_end_to_end_latency_seconds_bucket" in metrics
-    assert "liverank_catalog_items 89.0" in metrics  # 90 items, one withdrawn
+    assert "liverank_catalog_items 90.0" in metrics  # 90 items, one withdrawn, one added
+    assert "liverank_scoring_seconds_count" in metrics
 
 
 def test_state_is_in_rocksdb_after_clean_stop(worker: WorkerProcess, settings: Settings) -> None:
