@@ -113,7 +113,8 @@ def decode_event(raw: bytes, *, max_bytes: int) -> Event:
     )
 
 
-def encode_event(event: Event) -> bytes:
+def _event_fields(event: Event) -> dict[str, Any]:
+    """The event's own fields, as both the event and the feedback records carry them."""
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "event_id": event.event_id,
@@ -125,6 +126,11 @@ def encode_event(event: Event) -> bytes:
         doc["item_id"] = event.item_id
     if event.query is not None:
         doc["query"] = event.query
+    return doc
+
+
+def encode_event(event: Event) -> bytes:
+    doc = _event_fields(event)
     if event.context is not None:
         doc["context"] = event.context
     return orjson.dumps(doc)
@@ -200,19 +206,9 @@ def encode_feedback(
 
     ``last_recommendation`` is (event id, model version, item ids) of what the user was last sent.
     """
-    doc: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "event_id": event.event_id,
-        "user_id": event.user_id,
-        "type": event.type.value,
-        "event_time": event.event_time,
-        "emit_time": format_time_ms(emit_time_ms),
-        "duplicate": duplicate,
-    }
-    if event.item_id is not None:
-        doc["item_id"] = event.item_id
-    if event.query is not None:
-        doc["query"] = event.query
+    doc = _event_fields(event)
+    doc["emit_time"] = format_time_ms(emit_time_ms)
+    doc["duplicate"] = duplicate
     if last_recommendation is not None:
         rec_event_id, model_version, item_ids = last_recommendation
         position = item_ids.index(event.item_id) if event.item_id in item_ids else None
