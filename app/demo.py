@@ -22,6 +22,18 @@ from app.settings import Settings
 from app.synthetic import Traffic, make_catalog
 
 
+def demo_catalog(items: int) -> list[Item]:
+    """``items`` synthetic items, or (0) MovieLens-100K's movies, the default model's own items."""
+    if items > 0:
+        return make_catalog(items)
+    from pathlib import Path
+
+    from app.training.movielens import fetch_ml100k, load_ml100k, movielens_catalog
+
+    cache = Path.home() / ".cache" / "liverank" / "datasets"
+    return movielens_catalog(load_ml100k(fetch_ml100k(cache)))
+
+
 def publish_catalog(settings: Settings, items: list[Item]) -> int:
     """Produce items to the compacted catalog topic, keyed by item id."""
     producer = Producer(client_config(settings, {"linger.ms": 20, "acks": "all"}))
@@ -90,7 +102,7 @@ def run_demo(
     out: TextIO = sys.stdout,
 ) -> dict[str, float]:
     """Play traffic and print each recommendation as it arrives; returns latency figures (ms)."""
-    catalog = make_catalog(items)
+    catalog = demo_catalog(items)
     titles = {i.item_id: i for i in catalog}
     traffic = Traffic(catalog, n_users=users)
     consumer = Consumer(
@@ -113,7 +125,8 @@ def run_demo(
     last_report, reported = started, 0
     player.start()
     print(
-        f"playing ~{rate:g} events/s from {users} users over {items} items; Ctrl-C stops", file=out
+        f"playing ~{rate:g} events/s from {users} users over {len(catalog)} items; Ctrl-C stops",
+        file=out,
     )
     try:
         while not stop.is_set():

@@ -1,7 +1,7 @@
-"""Model inputs: user features and per-candidate features, numpy in, numpy out.
+"""Model inputs computed from state and catalog: user features and per-candidate features.
 
-The names and order here are the model contract; a model whose metadata lists other
-features is refused at load time (see ``app.scoring.onnx``).
+The names and order are part of the model contract (README.md); training computes the same
+definitions (app.training.train) so that what the model learned is what it is served.
 """
 
 from __future__ import annotations
@@ -13,69 +13,46 @@ from numpy.typing import NDArray
 
 from app.catalog import CatalogIndex
 from app.retrieval import Candidates, query_matches
-from app.state import UserState
 
-USER_FEATURES: tuple[str, ...] = ("is_search", "activity", "history_fill", "has_purchases")
-CANDIDATE_FEATURES: tuple[str, ...] = (
-    "similarity",
-    "category_affinity",
-    "tag_affinity",
-    "query_match",
-    "popularity",
-    "seen",
-)
+USER_FEATURES: tuple[str, ...] = ("is_search", "activity", "history_fill")
+CANDIDATE_FEATURES: tuple[str, ...] = ("popularity", "category_affinity", "query_match")
 
 
 def normalized(affinity: dict[str, float]) -> dict[str, float]:
-    """Scale affinities to [0, 1] by the strongest one."""
+    """Scale affinities to [0, 1] by the strongest one.
+
+    >>> normalized({"jazz": 4.0, "rock": 1.0})
+    {'jazz': 1.0, 'rock': 0.25}
+    """
     top = max(affinity.values(), default=0.0)
     return {k: v / top for k, v in affinity.items()} if top > 0 else {}
 
 
-def user_features(state: UserState, *, is_search: bool, history_size: int) -> NDArray[np.float32]:
-    return np.array(
-        [
-            1.0 if is_search else 0.0,
-            min(1.0, math.log1p(state.total_events) / 10.0),
-            len(state.history) / history_size,
-            1.0 if state.purchased else 0.0,
-        ],
-        dtype=np.float32,
-    )
+def user_features(*, is_search: bool, interactions: int, max_len: int) -> list[float]:
+    """``is_search``; ``activity``: log1p(item interactions so far) / 10, capped at 1;
+    ``history_fill``: the share of the model's history window in use."""
+    return [
+        1.0 if is_search else 0.0,
+        min(1.0, math.log1p(interactions) / 10.0),
+        min(interactions, max_len) / max_len,
+    ]
 
 
 def candidate_features(
-    index: CatalogIndex,
-    state: UserState,
-    candidates: Candidates,
-    *,
-    category_affinity: dict[str, float],
-    tag_affinity: dict[str, float],
+    index: CatalogIndex, candidates: Candidates, *, category_affinity: dict[str, float]
 ) -> NDArray[np.float32]:
-    """A (candidates, len(CANDIDATE_FEATURES)) float32 matrix; affinities already normalized."""
+    """(candidates, 3): catalog popularity, the user's normalized affinity for the item's
+    category, and the fraction of the query's tokens the item's text contains."""
     rows = candidates.rows
-    n = rows.shape[0]
-    out = np.zeros((n, len(CANDIDATE_FEATURES)), dtype=np.float32)
-    if n == 0:
+    out = np.zeros((rows.shape[0], len(CANDIDATE_FEATURES)), dtype=np.float32)
+    if rows.shape[0] == 0:
         return out
-    if candidates.profile is not None:
-        out[:, 0] = index.vectors[rows] @ candidates.profile
+    out[:, 0] = index.popularity[rows]
     if category_affinity:
         out[:, 1] = [category_affinity.get(index.categories[r], 0.0) for r in rows.tolist()]
-    if tag_affinity:
-        out[:, 2] = [
-            sum(tag_affinity.get(t, 0.0) for t in index.tags[r]) / max(1, len(index.tags[r]))
-            for r in rows.tolist()
-        ]
     if candidates.query_tokens:
         match_rows, match = query_matches(index, candidates.query_tokens)
         if match_rows.size:
-            pos = np.searchsorted(match_rows, rows)
-            pos = np.minimum(pos, match_rows.size - 1)
-            hit = match_rows[pos] == rows
-            out[:, 3] = np.where(hit, match[pos], 0.0)
-    out[:, 4] = index.popularity[rows]
-    seen = {index.row_of[i.item_id] for i in state.history if i.item_id in index.row_of}
-    if seen:
-        out[:, 5] = [1.0 if r in seen else 0.0 for r in rows.tolist()]
+            pos = np.minimum(np.searchsorted(match_rows, rows), match_rows.size - 1)
+            out[:, 2] = np.where(match_rows[pos] == rows, match[pos], 0.0)
     return out

@@ -25,6 +25,7 @@ from app.records import (
     Source,
 )
 from app.scoring.base import Scorer
+from app.scoring.package import ModelSpec
 from app.settings import Settings
 from app.state import (
     LastRecommendation,
@@ -78,11 +79,13 @@ class Processor:
         self,
         catalog: Catalog,
         scorer: Scorer,
+        spec: ModelSpec,
         settings: Settings,
         clock: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.catalog = catalog
         self.scorer = scorer
+        self.spec = spec
         self.settings = settings
         self.clock = clock
         self.limits = StateLimits(
@@ -96,7 +99,6 @@ class Processor:
         self.params = RankingParams(
             top_k=settings.top_k,
             candidates=settings.candidates,
-            history_size=settings.history_size,
             affinity_half_life_s=settings.affinity_half_life_s,
         )
 
@@ -167,7 +169,7 @@ class Processor:
         ranking_s = 0.0
         if event.type is EventType.SEARCH or event.type in NEXT_ITEM_TRIGGERS:
             started = time.perf_counter()
-            (recommendation,) = rank(index, self.scorer, [(state, event)], self.params)
+            (recommendation,) = rank(index, self.scorer, self.spec, [(state, event)], self.params)
             ranking_s = time.perf_counter() - started
             state = with_recommendation(
                 state,

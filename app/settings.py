@@ -49,7 +49,10 @@ class Settings:
     )
     data_dir: Path = _field(Path(".liverank-data"), "Where RocksDB keeps the state table.")
     model_path: Path = _field(
-        Path("models/default/model.onnx"), "The ONNX ranking model (see the ONNX contract)."
+        Path("models/seqrank-1"), "The model package folder (see the model package contract)."
+    )
+    model_variant: str = _field(
+        "auto", "auto (FP16 on CUDA, else INT8), fp32, int8 or fp16: which ranker to run."
     )
     onnx_threads: int = _field(1, "ONNX Runtime intra-op threads.")
     http_host: str = _field(

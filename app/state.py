@@ -78,6 +78,11 @@ class UserState:
     def total_events(self) -> int:
         return sum(n for _, n in self.counters)
 
+    @property
+    def interactions(self) -> int:
+        """Item interactions so far (every event but searches)."""
+        return sum(n for kind, n in self.counters if kind != EventType.SEARCH.value)
+
     def affinities_at(
         self, now_ms: int, half_life_s: float
     ) -> tuple[dict[str, float], dict[str, float]]:

@@ -125,8 +125,12 @@ class Traffic:
         pool = self.by_genre[genre]
         t = start_ms
         if rng.random() < 0.7:
-            tag = rng.choice(GENRES.get(genre, (genre,)))
-            query = rng.choice([genre, f"{genre} {tag}", f"{tag} {genre} music"])
+            # Query words: the genre's own vocabulary, else a word from a title in the genre.
+            words = GENRES.get(genre) or tuple(
+                w for w in rng.choice(pool).title.split() if len(w) > 3 and not w.isdigit()
+            )
+            tag = rng.choice(words or (genre,))
+            query = rng.choice([genre, f"{genre} {tag}", tag])
             yield self._event(user, EventType.SEARCH, t, query=query)
         for _ in range(rng.randint(1, 4)):
             t += rng.randint(200, 3000)

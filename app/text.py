@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import zlib
 from functools import lru_cache
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -63,3 +64,14 @@ def tokenize(text: str) -> tuple[str, ...]:
             if len(token) > 1 or _is_cjk(token) or token.isdigit():
                 seen.setdefault(token, None)
     return tuple(seen)
+
+
+def term_ids(tokens: tuple[str, ...], buckets: int, limit: int) -> list[int]:
+    """Hash tokens into ``1..buckets-1`` (0 pads), at most ``limit`` of them.
+
+    crc32, not ``hash()``: Python salts str hashes per process; the model's buckets must not move.
+
+    >>> term_ids(("jazz", "piano"), 8192, 8) == term_ids(("jazz", "piano"), 8192, 8)
+    True
+    """
+    return [zlib.crc32(t.encode("utf-8")) % (buckets - 1) + 1 for t in tokens[:limit]]

@@ -18,9 +18,10 @@ from app.kafka_config import client_config
 from app.main import build_faust_app
 from app.metrics import Metrics
 from app.processor import DEAD_LETTERS, FEEDBACK, RECOMMENDATIONS, Processor, wall_clock_ms
+from app.ranking import model_vectorizer
 from app.records import DeadLetterError, Source
 from app.runtime import Runtime
-from app.scoring.onnx import OnnxScorer
+from app.scoring.package import load_package
 from app.settings import Settings
 from app.tables import user_state_table
 
@@ -85,14 +86,24 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
     health = Health()
     server = serve(health, metrics, settings.http_host, settings.http_port)
 
-    scorer = OnnxScorer(settings.model_path, threads=settings.onnx_threads)
-    metrics.model_info.labels(scorer.model_version).set(1)
+    model = load_package(
+        settings.model_path, variant=settings.model_variant, threads=settings.onnx_threads
+    )
+    if settings.history_size < model.spec.max_len:
+        log.warning(
+            "history_size %d is shorter than the model's window of %d interactions",
+            settings.history_size,
+            model.spec.max_len,
+        )
+    metrics.model_info.labels(model.spec.version).set(1)
     health.set("model", True)
     log.info(
-        "model %s loaded from %s on %s",
-        scorer.model_version,
+        "model %s %s (%s) loaded from %s on %s",
+        model.spec.name,
+        model.spec.version,
+        model.ranker.variant,
         settings.model_path,
-        scorer.providers,
+        model.ranker.providers,
     )
 
     dlq = Producer(client_config(settings, {"linger.ms": 5, "acks": "all"}))
@@ -103,7 +114,7 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
         dlq.produce(settings.topic_dead_letters, key=source.key, value=value)
         dlq.poll(0)
 
-    catalog = Catalog()
+    catalog = Catalog(model_vectorizer(model.encoder, model.spec))
     follower = CatalogFollower(settings, catalog, metrics, dead_letter)
     follower.preload()
     follower.start()
@@ -112,7 +123,7 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
     runtime = Runtime(
         settings=settings,
         catalog=catalog,
-        processor=Processor(catalog, scorer, settings),
+        processor=Processor(catalog, model.ranker, model.spec, settings),
         metrics=metrics,
         health=health,
     )

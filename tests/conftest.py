@@ -12,12 +12,13 @@ import pytest
 
 from app.catalog import Catalog
 from app.codec import format_time_ms
+from app.ranking import model_vectorizer
 from app.records import Event, EventType, Item
-from app.scoring.onnx import OnnxScorer
+from app.scoring.package import LoadedModel, load_package
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = ROOT / "models" / "default" / "model.onnx"
+MODEL = ROOT / "models" / "seqrank-1"
 T0 = 1_790_000_000_000  # a fixed event time (2026-09) so tests never depend on the clock
 
 
@@ -68,10 +69,16 @@ def item_factory() -> Callable[..., Item]:
     return make
 
 
+@pytest.fixture(scope="session")
+def model() -> LoadedModel:
+    """The default model package, as the worker loads it (CPU: the INT8 ranker)."""
+    return load_package(MODEL)
+
+
 @pytest.fixture
-def music_catalog(item_factory: Callable[..., Item]) -> Catalog:
-    """40 items: jazz, rock and classical; rock is the most popular."""
-    catalog = Catalog()
+def music_catalog(item_factory: Callable[..., Item], model: LoadedModel) -> Catalog:
+    """40 items the model has never seen: jazz, rock and classical; rock is the most popular."""
+    catalog = Catalog(model_vectorizer(model.encoder, model.spec))
     for i in range(40):
         category = ("jazz", "rock", "classical")[i % 3]
         popularity = {"jazz": 10.0, "rock": 1000.0, "classical": 50.0}[category] + i
@@ -85,11 +92,6 @@ def music_catalog(item_factory: Callable[..., Item]) -> Catalog:
         )
     catalog.publish()
     return catalog
-
-
-@pytest.fixture(scope="session")
-def scorer() -> OnnxScorer:
-    return OnnxScorer(MODEL)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
-"""The ONNX seam: the ``Scorer`` protocol and its ONNX Runtime implementation."""
+"""The ONNX seam: ``Scorer``/``ItemEncoder`` protocols and their ONNX Runtime implementations."""
 
 from __future__ import annotations
 
-from app.scoring.base import ModelContractError, Scorer
+from app.scoring.base import ItemEncoder, ModelContractError, RankInputs, Scorer
 
-__all__ = ["ModelContractError", "Scorer"]
+__all__ = ["ItemEncoder", "ModelContractError", "RankInputs", "Scorer"]

@@ -21,7 +21,7 @@ from app.settings import Settings
 from app.state import decode_state
 from app.topics import create_topics
 from tests.integration.kafka_io import KafkaIO, Record
-from tests.integration.worker_process import WorkerProcess, isolated_settings
+from tests.integration.worker_process import ROOT, WorkerProcess, isolated_settings
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +36,8 @@ CATALOG = [
     for i in range(30)
     for cat in ("jazz", "rock", "classical")
 ]
+MANIFEST = ROOT / "models" / "seqrank-1" / "manifest.json"
+MODEL_VERSION = orjson.loads(MANIFEST.read_bytes())["version"]
 # The most popular jazz item: it should show up for jazz fans until it is withdrawn.
 STAR = "jazz-29"
 
@@ -115,7 +117,7 @@ def test_search_then_jazz_clicks_rank_jazz_first(
     ranked = [i["item_id"] for i in last["items"]]
     assert all(category(i) == "jazz" for i in ranked[:5]), ranked
     assert "jazz-8" not in ranked
-    assert last["model_version"] == "prior-2"
+    assert last["model_version"] == MODEL_VERSION
     assert last["user_id"] == user and last["event_time"] == clicks[-1]["event_time"]
 
 
@@ -292,7 +294,7 @@ def test_health_endpoints_and_no_table_view(worker: WorkerProcess) -> None:
     faust_web = WorkerProcess(worker.settings.replace(http_port=6066), worker.log_path)
     assert faust_web.get("/table/user-state")[0] == 0
     status, metrics = worker.get("/metrics")
-    assert 'liverank_model_info{model_version="prior-2"} 1.0' in metrics
+    assert f'liverank_model_info{{model_version="{MODEL_VERSION}"}} 1.0' in metrics
     assert "liverank_end_to_end_latency_seconds_bucket" in metrics
     assert "liverank_catalog_items 90.0" in metrics  # 90 items, one withdrawn, one added
     assert "liverank_scoring_seconds_count" in metrics

@@ -31,7 +31,7 @@ def isolated_settings(bootstrap: str, tmp: Path, **changes: object) -> Settings:
         topic_dead_letters=f"it-{tag}.dead-letters",
         partitions=2,
         data_dir=tmp / "data",
-        model_path=ROOT / "models" / "default" / "model.onnx",
+        model_path=ROOT / "models" / "seqrank-1",
         http_port=pick_free_ports(1)[0],
         catalog_refresh_s=0.1,
     )

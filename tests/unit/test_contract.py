@@ -14,7 +14,7 @@ from app.catalog import Catalog
 from app.codec import SCHEMA_DIR, decode_event, decode_item, encode_event, load_schema
 from app.processor import Processor
 from app.records import Event, EventType, Source
-from app.scoring.onnx import OnnxScorer
+from app.scoring.package import LoadedModel
 from app.settings import Settings
 
 SCHEMAS = ("event", "item", "recommendation", "feedback", "dead_letter")
@@ -63,11 +63,11 @@ def test_compiled_and_reference_validators_agree_on_bad_events(payload: bytes) -
 
 def emitted(
     music_catalog: Catalog,
-    scorer: OnnxScorer,
+    model: LoadedModel,
     settings: Settings,
     event_factory: Callable[..., Event],
 ) -> list[tuple[str, dict[str, Any]]]:
-    processor = Processor(music_catalog, scorer, settings)
+    processor = Processor(music_catalog, model.ranker, model.spec, settings)
     store: dict[bytes, bytes] = {}
     inputs: list[tuple[bytes | None, bytes | None]] = []
     for e in [
@@ -91,11 +91,11 @@ def emitted(
 
 def test_everything_the_processor_emits_validates(
     music_catalog: Catalog,
-    scorer: OnnxScorer,
+    model: LoadedModel,
     settings: Settings,
     event_factory: Callable[..., Event],
 ) -> None:
-    records = emitted(music_catalog, scorer, settings, event_factory)
+    records = emitted(music_catalog, model, settings, event_factory)
     roles = {
         "recommendations": "recommendation",
         "feedback": "feedback",

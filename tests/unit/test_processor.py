@@ -12,7 +12,8 @@ from app.catalog import Catalog
 from app.codec import encode_event
 from app.processor import DEAD_LETTERS, FEEDBACK, RECOMMENDATIONS, Outcome, Processor
 from app.records import Event, Source
-from app.scoring.onnx import OnnxScorer
+from app.scoring.base import RankInputs
+from app.scoring.package import LoadedModel
 from app.settings import Settings
 from app.state import decode_state
 
@@ -34,8 +35,11 @@ class Harness:
 
 
 @pytest.fixture
-def harness(music_catalog: Catalog, scorer: OnnxScorer, settings: Settings) -> Harness:
-    return Harness(Processor(music_catalog, scorer, settings, clock=lambda: 1_790_000_000_500))
+def harness(music_catalog: Catalog, model: LoadedModel, settings: Settings) -> Harness:
+    processor = Processor(
+        music_catalog, model.ranker, model.spec, settings, clock=lambda: 1_790_000_000_500
+    )
+    return Harness(processor)
 
 
 def roles(outcome: Outcome) -> list[str]:
@@ -109,15 +113,18 @@ def test_unreadable_state_is_reset_not_fatal(
 
 
 def test_scoring_failure_becomes_dead_letter(
-    music_catalog: Catalog, settings: Settings, event_factory: Callable[..., Event]
+    music_catalog: Catalog,
+    model: LoadedModel,
+    settings: Settings,
+    event_factory: Callable[..., Event],
 ) -> None:
     class Broken:
         model_version = "broken"
 
-        def score(self, user: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        def score(self, inputs: RankInputs) -> np.ndarray:
             raise RuntimeError("GPU fell off")
 
-    harness = Harness(Processor(music_catalog, Broken(), settings))
+    harness = Harness(Processor(music_catalog, Broken(), model.spec, settings))
     raw = encode_event(event_factory("click", item_id="jazz-0"))
     outcome = harness.send(raw)
     assert outcome.status == "dead_letter"

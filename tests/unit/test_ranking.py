@@ -8,8 +8,9 @@ from app.catalog import Catalog
 from app.ranking import RankingParams, rank
 from app.records import Event
 from app.retrieval import retrieve
-from app.scoring.onnx import OnnxScorer
+from app.scoring.package import LoadedModel, load_package
 from app.state import StateLimits, UserState, apply_event
+from tests.conftest import MODEL
 
 LIMITS = StateLimits()
 PARAMS = RankingParams(top_k=5, candidates=30)
@@ -25,29 +26,29 @@ def play(catalog: Catalog, events: list[Event]) -> UserState:
 
 
 def test_jazz_clicks_rank_jazz_first(
-    music_catalog: Catalog, scorer: OnnxScorer, event_factory: Callable[..., Event]
+    music_catalog: Catalog, model: LoadedModel, event_factory: Callable[..., Event]
 ) -> None:
     events = [event_factory("search", query="jazz")]
     events += [event_factory("click", item_id=f"jazz-{i}") for i in (0, 3, 6)]
     state = play(music_catalog, events)
-    (rec,) = rank(music_catalog.index, scorer, [(state, events[-1])], PARAMS)
+    (rec,) = rank(music_catalog.index, model.ranker, model.spec, [(state, events[-1])], PARAMS)
     categories = [music_catalog.index.item(i.item_id).category for i in rec.items]  # type: ignore[union-attr]
     assert categories == ["jazz"] * 5
     assert "jazz-6" not in [i.item_id for i in rec.items]  # the item just clicked
     assert rec.kind == "next_items"
-    assert rec.model_version == "prior-2"
+    assert rec.model_version == model.spec.version
     scores = [i.score for i in rec.items]
     assert scores == sorted(scores, reverse=True)
 
 
 def test_search_results_match_the_query(
-    music_catalog: Catalog, scorer: OnnxScorer, event_factory: Callable[..., Event]
+    music_catalog: Catalog, model: LoadedModel, event_factory: Callable[..., Event]
 ) -> None:
     # A rock fan (rock is also the most popular category) searches for classical.
     events = [event_factory("click", item_id=f"rock-{i}") for i in (1, 4, 7)]
     events.append(event_factory("search", query="Classical"))
     state = play(music_catalog, events)
-    (rec,) = rank(music_catalog.index, scorer, [(state, events[-1])], PARAMS)
+    (rec,) = rank(music_catalog.index, model.ranker, model.spec, [(state, events[-1])], PARAMS)
     assert rec.kind == "search" and rec.query == "Classical"
     assert all(i.item_id.startswith("classical-") for i in rec.items)
     assert {i.source for i in rec.items} == {"query"}
@@ -66,17 +67,17 @@ def test_purchased_items_are_never_candidates(
 
 
 def test_new_user_gets_popular_items(
-    music_catalog: Catalog, scorer: OnnxScorer, event_factory: Callable[..., Event]
+    music_catalog: Catalog, model: LoadedModel, event_factory: Callable[..., Event]
 ) -> None:
     e = event_factory("click", item_id="not-in-catalog")
     state = play(music_catalog, [e])
-    (rec,) = rank(music_catalog.index, scorer, [(state, e)], PARAMS)
+    (rec,) = rank(music_catalog.index, model.ranker, model.spec, [(state, e)], PARAMS)
     assert len(rec.items) == 5
     assert all(i.item_id.startswith("rock-") for i in rec.items)
 
 
 def test_batched_ranking_equals_one_at_a_time(
-    music_catalog: Catalog, scorer: OnnxScorer, event_factory: Callable[..., Event]
+    music_catalog: Catalog, model: LoadedModel, event_factory: Callable[..., Event]
 ) -> None:
     a = [event_factory("click", user_id="a", item_id="jazz-0")]
     b = [
@@ -84,15 +85,18 @@ def test_batched_ranking_equals_one_at_a_time(
         event_factory("search", user_id="b", query="vinyl"),
     ]
     requests = [(play(music_catalog, a), a[-1]), (play(music_catalog, b), b[-1])]
-    together = rank(music_catalog.index, scorer, requests, PARAMS)
-    alone = [rank(music_catalog.index, scorer, [r], PARAMS)[0] for r in requests]
+    # FP32: INT8's dynamic quantization picks activation scales per call, so a batch's
+    # neighbours can nudge its scores; FP32 arithmetic does not depend on them.
+    fp32 = load_package(MODEL, variant="fp32").ranker
+    together = rank(music_catalog.index, fp32, model.spec, requests, PARAMS)
+    alone = [rank(music_catalog.index, fp32, model.spec, [r], PARAMS)[0] for r in requests]
     assert [r.items for r in together] == [r.items for r in alone]
 
 
 def test_empty_catalog_gives_empty_ranking(
-    scorer: OnnxScorer, event_factory: Callable[..., Event]
+    model: LoadedModel, event_factory: Callable[..., Event]
 ) -> None:
     e = event_factory("click")
     state = apply_event(None, e, None, LIMITS)
-    (rec,) = rank(Catalog().index, scorer, [(state, e)], PARAMS)
+    (rec,) = rank(Catalog().index, model.ranker, model.spec, [(state, e)], PARAMS)
     assert rec.items == ()

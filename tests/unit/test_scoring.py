@@ -1,88 +1,113 @@
-"""The ONNX seam: the shipped model meets the contract; models that break it are refused."""
+"""The model package seam: the shipped package meets the contract; broken packages are refused."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
 
-from app.features import CANDIDATE_FEATURES, USER_FEATURES
-from app.scoring.base import ModelContractError
-from app.scoring.onnx import META_CANDIDATES, META_VERSION, OnnxScorer
+from app.features import CANDIDATE_FEATURES
+from app.scoring.base import ModelContractError, RankInputs
+from app.scoring.package import MANIFEST, LoadedModel, load_package
 from tests.conftest import MODEL
 
 
-def test_shipped_model_meets_contract(scorer: OnnxScorer) -> None:
-    assert scorer.model_version == "prior-2"
-    user = np.zeros((3, len(USER_FEATURES)), dtype=np.float32)
-    cands = np.random.default_rng(0).random((3, 17, len(CANDIDATE_FEATURES)), dtype=np.float32)
-    scores = scorer.score(user, cands)
+def test_shipped_package_meets_contract(model: LoadedModel) -> None:
+    assert model.spec.version and model.spec.item_index
+    assert model.ranker.variant in {"int8", "fp16"}  # auto: INT8 on CPU, FP16 on CUDA
+    inputs = RankInputs.zeros(model.spec, 3, 17)
+    rng = np.random.default_rng(0)
+    inputs.candidate_vectors[:] = rng.standard_normal(inputs.candidate_vectors.shape)
+    scores = model.ranker.score(inputs)
     assert scores.shape == (3, 17) and scores.dtype == np.float32
-    assert np.all((scores > 0) & (scores < 1))
+    assert np.isfinite(scores).all()
 
 
-def test_query_match_dominates_on_search(scorer: OnnxScorer) -> None:
-    user = np.array([[1, 0, 0, 0]], dtype=np.float32)  # a search
-    cands = np.zeros((1, 2, len(CANDIDATE_FEATURES)), dtype=np.float32)
-    cands[0, 0, CANDIDATE_FEATURES.index("query_match")] = 1.0
-    cands[0, 1, CANDIDATE_FEATURES.index("category_affinity")] = 1.0
-    cands[0, 1, CANDIDATE_FEATURES.index("popularity")] = 1.0
-    scores = scorer.score(user, cands)
+@pytest.mark.parametrize("variant", ["fp32", "int8", "fp16"])
+def test_variants_agree_on_ranking(model: LoadedModel, variant: str) -> None:
+    other = load_package(MODEL, variant=variant)
+    rng = np.random.default_rng(1)
+    inputs = RankInputs.zeros(model.spec, 4, 50)
+    inputs.history_vectors[:] = rng.standard_normal(inputs.history_vectors.shape)
+    inputs.history_mask[:, -20:] = 1.0
+    inputs.history_types[:, -20:] = 2
+    inputs.candidate_vectors[:] = rng.standard_normal(inputs.candidate_vectors.shape)
+    inputs.candidate_features[:] = rng.random(inputs.candidate_features.shape)
+    reference = load_package(MODEL, variant="fp32").ranker.score(inputs)
+    scores = other.ranker.score(inputs)
+    top_ref = np.argsort(-reference, axis=1)[:, :10]
+    top = np.argsort(-scores, axis=1)[:, :10]
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top_ref, top, strict=True)])
+    assert overlap >= 0.8
+
+
+def test_query_match_raises_the_score(model: LoadedModel) -> None:
+    inputs = RankInputs.zeros(model.spec, 1, 2)
+    inputs.user_features[0, 0] = 1.0  # a search
+    inputs.candidate_features[0, 0, CANDIDATE_FEATURES.index("query_match")] = 1.0
+    scores = model.ranker.score(inputs)
     assert scores[0, 0] > scores[0, 1]
 
 
-def _save_with(tmp_path: Path, props: dict[str, str]) -> Path:
-    model = onnx.load(MODEL)
-    meta = {p.key: p.value for p in model.metadata_props}
-    meta.update(props)
-    helper.set_model_props(model, meta)
-    path = tmp_path / "model.onnx"
-    onnx.save(model, path)
-    return path
+def _copy(tmp_path: Path) -> Path:
+    target = tmp_path / "package"
+    shutil.copytree(MODEL, target)
+    return target
 
 
-def test_missing_version_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ModelContractError, match=META_VERSION):
-        OnnxScorer(_save_with(tmp_path, {META_VERSION: ""}))
+def _edit_manifest(package: Path, **changes: object) -> None:
+    manifest = json.loads((package / MANIFEST).read_text())
+    manifest.update(changes)
+    (package / MANIFEST).write_text(json.dumps(manifest))
 
 
-def test_other_feature_list_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ModelContractError, match=META_CANDIDATES):
-        OnnxScorer(_save_with(tmp_path, {META_CANDIDATES: "a,b,c"}))
+def test_a_single_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelContractError, match="manifest.json"):
+        load_package(MODEL / "ranker.onnx")
 
 
-def test_not_onnx_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "junk.onnx"
-    path.write_bytes(b"not a model")
-    with pytest.raises(ModelContractError, match="not a loadable ONNX model"):
-        OnnxScorer(path)
-    with pytest.raises(ModelContractError, match="not found"):
-        OnnxScorer(tmp_path / "missing.onnx")
+def test_wrong_contract_is_refused(tmp_path: Path) -> None:
+    package = _copy(tmp_path)
+    _edit_manifest(package, contract=1)
+    with pytest.raises(ModelContractError, match="contract must be 2"):
+        load_package(package)
+
+
+def test_other_features_are_refused(tmp_path: Path) -> None:
+    package = _copy(tmp_path)
+    _edit_manifest(package, features={"user": ["a"], "candidate": list(CANDIDATE_FEATURES)})
+    with pytest.raises(ModelContractError, match="features.user"):
+        load_package(package)
+
+
+def test_tampered_file_is_refused(tmp_path: Path) -> None:
+    package = _copy(tmp_path)
+    with (package / "items.tsv").open("a") as f:
+        f.write("999999\tintruder\n")
+    with pytest.raises(ModelContractError, match="sha256"):
+        load_package(package)
 
 
 def test_wrong_input_name_is_refused(tmp_path: Path) -> None:
-    model = onnx.load(MODEL)
-    old = model.graph.input[0].name
-    model.graph.input[0].name = "features"
-    for node in model.graph.node:
-        node.input[:] = ["features" if i == old else i for i in node.input]
-    path = tmp_path / "renamed.onnx"
-    onnx.save(model, path)
+    package = _copy(tmp_path)
+    manifest = json.loads((package / MANIFEST).read_text())
+    ranker = package / manifest["files"]["ranker"]["fp32"]
+    graph = onnx.load(ranker)
+    old = graph.graph.input[0].name
+    graph.graph.input[0].name = "history"
+    for node in graph.graph.node:
+        node.input[:] = ["history" if i == old else i for i in node.input]
+    onnx.save(graph, ranker)
+    manifest["sha256"].pop(ranker.name)  # a re-exported file, hashes updated by its author
+    (package / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ModelContractError, match="inputs must be"):
-        OnnxScorer(path)
+        load_package(package, variant="fp32")
 
 
-def test_committed_model_is_what_the_script_builds() -> None:
-    """models/default/model.onnx is reproducible from scripts/make_prior_model.py."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "make_prior_model", MODEL.parents[2] / "scripts" / "make_prior_model.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.build().SerializeToString() == MODEL.read_bytes()
+def test_unknown_variant_is_refused() -> None:
+    with pytest.raises(ModelContractError, match="variant"):
+        load_package(MODEL, variant="int4")

@@ -1,0 +1,214 @@
+"""``python -m app.training``: train, export and evaluate the ranking model (extra ``train``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from app.training.evaluate import cooccurrence, evaluate, most_popular
+from app.training.model import ModelConfig
+from app.training.movielens import fetch_ml100k, load_ml100k
+from app.training.report import VARIANTS, markdown_table, model_card, plot_quality_latency
+from app.training.sequences import (
+    SequenceData,
+    Split,
+    combine,
+    leave_one_out,
+    synthetic_sequences,
+)
+
+log = logging.getLogger(__name__)
+DEFAULT_CACHE = Path.home() / ".cache" / "liverank" / "datasets"
+
+
+def load_data(name: str, cache: Path, seed: int) -> SequenceData:
+    if name == "ml-100k":
+        return load_ml100k(fetch_ml100k(cache))
+    if name.startswith("synthetic"):
+        # synthetic[:USERS:ITEMS], e.g. synthetic:300:200 for a quick run
+        parts = name.split(":")
+        users = int(parts[1]) if len(parts) > 1 else 1000
+        items = int(parts[2]) if len(parts) > 2 else 500
+        return synthetic_sequences(users, items, seed=seed)
+    raise SystemExit(f"unknown data set {name!r}: ml-100k or synthetic[:users:items]")
+
+
+def baselines(split: Split, k: int) -> dict[str, dict[str, float]]:
+    return {
+        "most_popular": evaluate(most_popular(split), split, stage="test", k=k),
+        "cooccurrence": evaluate(cooccurrence(split), split, stage="test", k=k),
+    }
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from app.scoring.package import load_package
+    from app.training.export import write_package
+    from app.training.onnx_eval import onnx_score_fn, time_scoring
+    from app.training.train import TrainConfig, torch_score_fn, train
+
+    torch.set_num_threads(args.threads)
+    data = load_data(args.data, args.cache, args.seed)
+    split = leave_one_out(data)
+    # Training may add synthetic sessions over items the model only knows by their text, so it
+    # learns to rank catalog items it never saw (by text, category and query); evaluation
+    # stays on ``data`` alone.
+    train_data, train_split, content_only_from = data, split, None
+    if args.augment != "none":
+        extra = load_data(args.augment, args.cache, args.seed + 1)
+        train_data = combine(data, extra)
+        train_split = leave_one_out(train_data)
+        content_only_from = data.n_items + 1
+    cfg = ModelConfig(
+        n_items=train_data.n_items,
+        dim=args.dim,
+        max_len=args.max_len,
+        layers=args.layers,
+        dropout=args.dropout,
+    )
+    tc = TrainConfig(
+        epochs=args.epochs,
+        seed=args.seed,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        progress=not args.quiet,
+    )
+    started = time.perf_counter()
+    result = train(
+        train_data,
+        train_split,
+        cfg,
+        tc,
+        eval_split=split,
+        content_only_from=content_only_from,
+    )
+    train_s = time.perf_counter() - started
+    k = 10
+    metrics: dict[str, Any] = {
+        "protocol": f"leave-one-out, full ranking, seen items filtered, k={k}, {args.data}"
+    }
+    n = data.n_items
+    metrics["torch_fp32"] = evaluate(torch_score_fn(result.model, result.tables, n), split, k=k)
+    metrics.update(baselines(split, k))
+    training = {
+        "data": args.data,
+        "augment": args.augment,
+        "users": len(data.sequences),
+        "items": data.n_items,
+        "interactions": int(sum(len(s) for s in data.sequences)),
+        "seed": args.seed,
+        "epochs_run": len(result.history),
+        "best_valid": result.best_valid,
+        "train_seconds": round(train_s, 1),
+        "config": asdict(tc),
+        "machine": f"{platform.machine()} {platform.processor() or ''} threads={args.threads}",
+    }
+    write_package(
+        result.model,
+        data,
+        args.out,
+        name=args.name,
+        version=args.version,
+        training=training,
+        metrics={},
+    )
+    for variant in VARIANTS:
+        package = load_package(args.out, variant=variant)
+        scorer = onnx_score_fn(package, result.tables, n)
+        metrics[f"onnx_{variant}"] = evaluate(scorer, split, k=k)
+        metrics[f"onnx_{variant}"]["latency"] = time_scoring(args.out, variant)
+        metrics[f"onnx_{variant}"]["latency_batched"] = time_scoring(args.out, variant, batch=64)
+    _finish_package(args.out, metrics)
+    print(markdown_table(metrics))
+    return 0
+
+
+def _finish_package(out: Path, metrics: dict[str, Any]) -> None:
+    """Add metrics to the manifest (re-hashing nothing: metrics are not a checked file)."""
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["metrics"] = metrics
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (out / "MODEL_CARD.md").write_text(model_card(manifest), encoding="utf-8")
+    plot_quality_latency(metrics, out / "quality_latency.png")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from app.scoring.package import load_package
+    from app.training.onnx_eval import onnx_score_fn, time_scoring
+    from app.training.train import item_tables
+
+    data = load_data(args.data, args.cache, args.seed)
+    split = leave_one_out(data)
+    manifest = json.loads((args.package / "manifest.json").read_text(encoding="utf-8"))
+    cfg = ModelConfig(
+        n_items=data.n_items, **{k: v for k, v in manifest["model"].items() if k != "n_items"}
+    )
+    tables = item_tables(data, split.train, cfg)
+    metrics: dict[str, Any] = {
+        "protocol": f"leave-one-out, full ranking, seen items filtered, k=10, {args.data}"
+    }
+    for variant in VARIANTS:
+        package = load_package(args.package, variant=variant)
+        metrics[f"onnx_{variant}"] = evaluate(
+            onnx_score_fn(package, tables), split, k=10, progress=not args.quiet
+        )
+        metrics[f"onnx_{variant}"]["latency"] = time_scoring(args.package, variant)
+        metrics[f"onnx_{variant}"]["latency_batched"] = time_scoring(
+            args.package, variant, batch=64
+        )
+    metrics.update(baselines(split, 10))
+    metrics["evaluated"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if args.output:
+        args.output.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        plot_quality_latency(metrics, args.output.with_suffix(".png"))
+    print(markdown_table(metrics))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = argparse.ArgumentParser(prog="python -m app.training", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("train", "evaluate"):
+        p = sub.add_parser(name)
+        p.add_argument("--data", default="ml-100k", help="ml-100k or synthetic[:users:items]")
+        p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+        p.add_argument("--seed", type=int, default=42)
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+    train_p = sub.choices["train"]
+    train_p.add_argument("--out", type=Path, default=Path("models/seqrank-1"))
+    train_p.add_argument("--name", default="seqrank")
+    train_p.add_argument("--version", default="1.0.0")
+    train_p.add_argument("--epochs", type=int, default=200)
+    train_p.add_argument("--lr", type=float, default=1e-3)
+    train_p.add_argument("--dim", type=int, default=64)
+    train_p.add_argument("--max-len", type=int, default=50)
+    train_p.add_argument("--layers", type=int, default=2)
+    train_p.add_argument("--dropout", type=float, default=0.2)
+    train_p.add_argument(
+        "--augment",
+        default="synthetic:1000:400",
+        help="extra training sessions over text-only items (synthetic:USERS:ITEMS) or none",
+    )
+    train_p.add_argument("--weight-decay", type=float, default=0.0)
+    train_p.add_argument("--threads", type=int, default=2)
+    eval_p = sub.choices["evaluate"]
+    eval_p.add_argument("--package", type=Path, default=Path("models/seqrank-1"))
+    eval_p.add_argument("--output", type=Path, default=None, help="JSON file (and .png plot)")
+    args = parser.parse_args(argv)
+    return cmd_train(args) if args.command == "train" else cmd_evaluate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Evaluate and time a model package through ONNX Runtime, exactly as the worker runs it."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from app.features import user_features
+from app.ranking import TYPE_IDS
+from app.scoring.base import RankInputs
+from app.scoring.package import LoadedModel, load_package
+from app.training.train import ItemTables, model_ids
+
+ScoreFn = Callable[[NDArray[np.int64], list[NDArray[np.int64]]], NDArray[np.float32]]
+
+
+def package_vectors(model: LoadedModel, tables: ItemTables) -> NDArray[np.float32]:
+    """Item vectors for model indices 0..n (row 0 is the padding row, zeros)."""
+    vectors = model.encoder.encode(model_ids(tables)[1:], tables.terms[1:])
+    return np.vstack([np.zeros((1, vectors.shape[1]), dtype=np.float32), vectors])
+
+
+def onnx_score_fn(
+    model: LoadedModel, tables: ItemTables, n_items: int | None = None, batch: int = 32
+) -> ScoreFn:
+    """Full-ranking scores through the package's ranker: every item ``1..n_items`` is a candidate
+    (default: all items of ``tables``)."""
+    spec = model.spec
+    width = (n_items if n_items is not None else tables.terms.shape[0] - 1) + 1
+    vectors = package_vectors(model, tables)[:width]
+    items = vectors[1:]
+
+    def score(users: NDArray[np.int64], histories: list[NDArray[np.int64]]) -> NDArray[np.float32]:
+        out = np.zeros((len(histories), vectors.shape[0]), dtype=np.float32)
+        for start in range(0, len(histories), batch):
+            chunk = histories[start : start + batch]
+            inputs = RankInputs.zeros(spec, len(chunk), items.shape[0])
+            for r, hist in enumerate(chunk):
+                last = hist[-spec.max_len :]
+                off = spec.max_len - len(last)
+                inputs.history_vectors[r, off:] = vectors[last]
+                inputs.history_mask[r, off:] = 1.0
+                inputs.history_types[r, off:] = TYPE_IDS["click"]
+                inputs.user_features[r] = user_features(
+                    is_search=False, interactions=len(hist), max_len=spec.max_len
+                )
+                counts = (tables.genres[:, hist] > 0).sum(axis=1).astype(np.float32)
+                affinity = counts / counts.max() if counts.max() > 0 else counts
+                inputs.candidate_features[r, :, 0] = tables.popularity[1:width]
+                inputs.candidate_features[r, :, 1] = affinity @ tables.genres[:, 1:width]
+            inputs.candidate_vectors[:] = items[None]
+            out[start : start + len(chunk), 1:] = model.ranker.score(inputs)
+        return out
+
+    return score
+
+
+def time_scoring(
+    package: Path, variant: str, *, candidates: int = 200, batch: int = 1, repeats: int = 300
+) -> dict[str, float]:
+    """Median and p99 wall time of one ranker call on one CPU thread, and events per second."""
+    model = load_package(package, variant=variant, threads=1)
+    rng = np.random.default_rng(0)
+    inputs = RankInputs.zeros(model.spec, batch, candidates)
+    inputs.history_vectors[:] = rng.standard_normal(inputs.history_vectors.shape)
+    inputs.history_mask[:] = 1.0
+    inputs.history_types[:] = TYPE_IDS["click"]
+    inputs.candidate_vectors[:] = rng.standard_normal(inputs.candidate_vectors.shape)
+    for _ in range(20):
+        model.ranker.score(inputs)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.ranker.score(inputs)
+        times.append(time.perf_counter() - started)
+    median = statistics.median(times)
+    return {
+        "median_ms": median * 1000,
+        "p99_ms": float(np.percentile(times, 99)) * 1000,
+        "events_per_s": batch / median,
+        "batch": float(batch),
+        "candidates": float(candidates),
+    }

@@ -1,0 +1,77 @@
+"""Reports on a model package: the metrics table, the model card and the quality/latency plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+VARIANTS = ("fp32", "int8", "fp16")
+
+
+def markdown_table(metrics: dict[str, Any]) -> str:
+    rows = [
+        "| model | HR@10 | NDCG@10 | median ms, 200 candidates, batch 1 | events/s, batch 64 |",
+        "|---|---|---|---|---|",
+    ]
+    for name, m in metrics.items():
+        if not isinstance(m, dict) or "hr@10" not in m:
+            continue
+        median = m.get("latency", {}).get("median_ms", float("nan"))
+        rate = m.get("latency_batched", {}).get("events_per_s", float("nan"))
+        rows.append(
+            f"| {name} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} | {median:.3f} | {rate:.0f} |"
+        )
+    return "\n".join(rows)
+
+
+def model_card(manifest: dict[str, Any]) -> str:
+    t = manifest["training"]
+    return (
+        f"# {manifest['name']} {manifest['version']}\n\n"
+        f"Created {manifest['created']} by `scripts/train` (seed {t['seed']}).\n\n"
+        "Sequence-aware ranker: self-attention over the user's last "
+        f"{manifest['model']['max_len']} interactions (item vectors = id embedding + hashed text "
+        "terms), plus hashed query terms and dense user features, scored against candidate "
+        "vectors by a dot product plus a linear head over "
+        f"{', '.join(manifest['features']['candidate'])}.\n\n"
+        f"Training data: {t['data']} ({t['users']} users, {t['items']} items, "
+        f"{t['interactions']} interactions), leave-one-out split, {t['epochs_run']} epochs, "
+        f"{t['train_seconds']} s on {t['machine']}.\n\n"
+        "## Metrics\n\n" + markdown_table(manifest["metrics"]) + "\n\n"
+        f"Protocol: {manifest['metrics'].get('protocol', '')}.\n\n"
+        "## Sizes\n\n"
+        + "".join(
+            f"- `{name}`: {size / 1024:.0f} KiB\n" for name, size in manifest["sizes_bytes"].items()
+        )
+        + "\n![quality against latency](quality_latency.png)\n"
+    )
+
+
+def plot_quality_latency(metrics: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for variant in VARIANTS:
+        m = metrics.get(f"onnx_{variant}")
+        if not m:
+            continue
+        ax.scatter(m["latency"]["median_ms"], m["ndcg@10"], s=60)
+        ax.annotate(
+            variant.upper(),
+            (m["latency"]["median_ms"], m["ndcg@10"]),
+            textcoords="offset points",
+            xytext=(6, 4),
+        )
+    for name in ("most_popular", "cooccurrence"):
+        if name in metrics:
+            ax.axhline(metrics[name]["ndcg@10"], linestyle="--", linewidth=1, label=name)
+    ax.set_xlabel("median ms per event (200 candidates, batch 1, 1 CPU thread)")
+    ax.set_ylabel("NDCG@10 (test, full ranking)")
+    ax.set_title("Quality against latency by model variant")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,67 @@
+"""A small real run: train on synthetic data, export, and check ONNX against torch and quality."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from app.scoring.base import RankInputs
+from app.scoring.package import load_package
+from app.training.evaluate import evaluate, most_popular
+from app.training.export import write_package
+from app.training.model import ExportRanker, ModelConfig
+from app.training.onnx_eval import onnx_score_fn
+from app.training.sequences import SequenceData, Split, leave_one_out, synthetic_sequences
+from app.training.train import TrainConfig, TrainResult, torch_score_fn, train
+
+Trained = tuple[TrainResult, SequenceData, Split]
+
+
+@pytest.fixture(scope="module")
+def trained() -> Trained:
+    data = synthetic_sequences(300, 150, seed=1)
+    split = leave_one_out(data)
+    cfg = ModelConfig(n_items=data.n_items, dim=32, n_buckets=1024)
+    result = train(data, split, cfg, TrainConfig(epochs=12, eval_every=3, progress=False))
+    return result, data, split
+
+
+def test_trained_model_beats_popularity(trained: Trained) -> None:
+    result, data, split = trained
+    model = evaluate(torch_score_fn(result.model, result.tables), split)
+    popular = evaluate(most_popular(split), split)
+    assert model["ndcg@10"] > 1.5 * popular["ndcg@10"], (model, popular)
+
+
+def test_exported_package_matches_torch(trained: Trained, tmp_path: Path) -> None:
+    result, data, split = trained
+    out = write_package(
+        result.model, data, tmp_path / "pkg", name="test", version="0.0.1", training={}, metrics={}
+    )
+    package = load_package(out, variant="fp32")
+    spec = package.spec
+    rng = np.random.default_rng(0)
+    inputs = RankInputs.zeros(spec, 3, 20)
+    inputs.history_vectors[:] = rng.standard_normal(inputs.history_vectors.shape)
+    inputs.history_mask[:, -7:] = 1.0
+    inputs.history_types[:, -7:] = 2
+    inputs.query_terms[0, :2] = [5, 9]
+    inputs.user_features[:] = rng.random(inputs.user_features.shape)
+    inputs.candidate_vectors[:] = rng.standard_normal(inputs.candidate_vectors.shape)
+    inputs.candidate_features[:] = rng.random(inputs.candidate_features.shape)
+    onnx_scores = package.ranker.score(inputs)
+    with torch.no_grad():
+        ref, _user = ExportRanker(result.model).eval()(
+            *(torch.from_numpy(v) for v in inputs.feed().values())
+        )
+    np.testing.assert_allclose(onnx_scores, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+    # Full-ranking quality through ONNX equals torch's, and INT8 stays close.
+    reference = evaluate(torch_score_fn(result.model, result.tables), split)["ndcg@10"]
+    fp32 = evaluate(onnx_score_fn(package, result.tables), split)["ndcg@10"]
+    int8 = evaluate(onnx_score_fn(load_package(out, variant="int8"), result.tables), split)
+    assert abs(fp32 - reference) < 1e-3
+    assert int8["ndcg@10"] > 0.9 * reference
