@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -71,30 +71,37 @@ def export_onnx(model: SequenceRanker, out: Path, version: str) -> dict[str, Pat
         "ranker_int8": out / "ranker.int8.onnx",
         "ranker_fp16": out / "ranker.fp16.onnx",
     }
-    torch.onnx.export(
-        ExportRanker(model).eval(),
-        ranker_args,
-        str(paths["ranker"]),
-        input_names=list(RANKER_INPUTS),
-        output_names=list(RANKER_OUTPUTS),
-        dynamic_axes=batch_axes,
-        opset_version=17,
-        dynamo=False,
-    )
-    torch.onnx.export(
-        ExportItemEncoder(model).eval(),
-        (torch.ones(3, dtype=torch.int64), torch.ones(3, cfg.max_item_terms, dtype=torch.int64)),
-        str(paths["item_encoder"]),
-        input_names=list(ENCODER_INPUTS),
-        output_names=[ENCODER_OUTPUT],
-        dynamic_axes={
-            ENCODER_INPUTS[0]: {0: "items"},
-            ENCODER_INPUTS[1]: {0: "items"},
-            ENCODER_OUTPUT: {0: "items"},
-        },
-        opset_version=17,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of torch.export, which needs the
+        # extra onnxscript package; it still handles this plain graph and its dynamic axes.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            ExportRanker(model).eval(),
+            ranker_args,
+            str(paths["ranker"]),
+            input_names=list(RANKER_INPUTS),
+            output_names=list(RANKER_OUTPUTS),
+            dynamic_axes=batch_axes,
+            opset_version=17,
+            dynamo=False,
+        )
+        torch.onnx.export(
+            ExportItemEncoder(model).eval(),
+            (
+                torch.ones(3, dtype=torch.int64),
+                torch.ones(3, cfg.max_item_terms, dtype=torch.int64),
+            ),
+            str(paths["item_encoder"]),
+            input_names=list(ENCODER_INPUTS),
+            output_names=[ENCODER_OUTPUT],
+            dynamic_axes={
+                ENCODER_INPUTS[0]: {0: "items"},
+                ENCODER_INPUTS[1]: {0: "items"},
+                ENCODER_OUTPUT: {0: "items"},
+            },
+            opset_version=17,
+            dynamo=False,
+        )
     model.eval()  # the exporter restores training mode on the wrappers' children
     quantize_dynamic(paths["ranker"], paths["ranker_int8"], weight_type=QuantType.QInt8)
     fp16 = convert_float_to_float16(onnx.load(paths["ranker"]), keep_io_types=True)
@@ -150,7 +157,3 @@ def write_package(
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return out
-
-
-def fingerprint(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]

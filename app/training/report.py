@@ -8,6 +8,10 @@ from typing import Any
 VARIANTS = ("fp32", "int8", "fp16")
 
 
+def _num(value: float, spec: str) -> str:
+    return "n/a" if value != value else format(value, spec)  # NaN: not measured
+
+
 def markdown_table(metrics: dict[str, Any]) -> str:
     rows = [
         "| model | HR@10 | NDCG@10 | median ms, 200 candidates, batch 1 | events/s, batch 64 |",
@@ -19,7 +23,8 @@ def markdown_table(metrics: dict[str, Any]) -> str:
         median = m.get("latency", {}).get("median_ms", float("nan"))
         rate = m.get("latency_batched", {}).get("events_per_s", float("nan"))
         rows.append(
-            f"| {name} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} | {median:.3f} | {rate:.0f} |"
+            f"| {name} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} | {_num(median, '.3f')} "
+            f"| {_num(rate, '.0f')} |"
         )
     return "\n".join(rows)
 
