@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from app.codec import format_time_ms
 from app.records import Event, EventType, Item
+from app.text import tokenize
 
 GENRES: dict[str, tuple[str, ...]] = {
     "jazz": ("saxophone", "trumpet", "piano", "bebop", "swing", "cool"),
@@ -127,7 +128,7 @@ class Traffic:
         if rng.random() < 0.7:
             # Query words: the genre's own vocabulary, else a word from a title in the genre.
             words = GENRES.get(genre) or tuple(
-                w for w in rng.choice(pool).title.split() if len(w) > 3 and not w.isdigit()
+                w for w in tokenize(rng.choice(pool).title) if len(w) > 3 and not w.isdigit()
             )
             tag = rng.choice(words or (genre,))
             query = rng.choice([genre, f"{genre} {tag}", tag])
