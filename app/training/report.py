@@ -65,14 +65,17 @@ def plot_quality_latency(metrics: dict[str, Any], path: Path) -> None:
             continue
         ax.scatter(m["latency"]["median_ms"], m["ndcg@10"], s=60)
         ax.annotate(
-            variant.upper(),
+            variant.upper() + (" (on CPU)" if variant == "fp16" else ""),
             (m["latency"]["median_ms"], m["ndcg@10"]),
             textcoords="offset points",
             xytext=(6, 4),
         )
-    for name in ("most_popular", "cooccurrence"):
+    for name, colour in (("most_popular", "grey"), ("cooccurrence", "black")):
         if name in metrics:
-            ax.axhline(metrics[name]["ndcg@10"], linestyle="--", linewidth=1, label=name)
+            ax.axhline(
+                metrics[name]["ndcg@10"], linestyle="--", linewidth=1, color=colour, label=name
+            )
+    ax.margins(x=0.25)
     ax.set_xlabel("median ms per event (200 candidates, batch 1, 1 CPU thread)")
     ax.set_ylabel("NDCG@10 (test, full ranking)")
     ax.set_title("Quality against latency by model variant")
