@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     train_p.add_argument("--dim", type=int, default=64)
     train_p.add_argument("--max-len", type=int, default=50)
     train_p.add_argument("--layers", type=int, default=2)
-    train_p.add_argument("--dropout", type=float, default=0.2)
+    train_p.add_argument("--dropout", type=float, default=0.3)
     train_p.add_argument(
         "--augment",
         default="synthetic:1000:400",
