@@ -19,23 +19,14 @@ from app.training.evaluate import (
     popularity,
     target_ranks,
 )
-from app.training.sequences import SequenceData, Split, leave_one_out, synthetic_sequences
+from app.training.sequences import Split, leave_one_out, synthetic_sequences
+from tests.unit.training.factories import make_data
 
 N_ITEMS = 9
 
 
 def make_split(*sequences: list[int], n_items: int = N_ITEMS) -> Split:
-    n = n_items + 1
-    return leave_one_out(
-        SequenceData(
-            n_items=n_items,
-            item_tokens=("", *(f"i{i}" for i in range(1, n))),
-            item_titles=("",) * n,
-            item_genres=((),) * n,
-            user_tokens=tuple(f"u{u}" for u in range(len(sequences))),
-            sequences=tuple(np.array(s, dtype=np.int64) for s in sequences),
-        )
-    )
+    return leave_one_out(make_data(*sequences, n_items=n_items))
 
 
 def oracle(split: Split, stage: str) -> ScoreFn:

@@ -19,18 +19,7 @@ from app.training.sequences import (
     leave_one_out,
     synthetic_sequences,
 )
-
-
-def make_data(*sequences: list[int], n_items: int = 9) -> SequenceData:
-    n = n_items + 1
-    return SequenceData(
-        n_items=n_items,
-        item_tokens=("", *(f"i{i}" for i in range(1, n))),
-        item_titles=("",) * n,
-        item_genres=((),) * n,
-        user_tokens=tuple(f"u{u}" for u in range(len(sequences))),
-        sequences=tuple(np.array(s, dtype=np.int64) for s in sequences),
-    )
+from tests.unit.training.factories import make_data
 
 
 def test_sequence_data_rejects_inconsistent_tables() -> None:
