@@ -12,7 +12,6 @@ from app.records import Event, EventType
 from app.state import UserState
 from app.text import tokenize
 
-SOURCES = ("similar", "query", "category", "popular")
 # How many recent interactions shape the "similar items" profile, newest weighted most.
 PROFILE_DEPTH = 10
 
@@ -24,7 +23,6 @@ class Candidates:
     rows: NDArray[np.int32]
     sources: tuple[str, ...]
     query_tokens: tuple[str, ...]
-    profile: NDArray[np.float32] | None
 
 
 def user_profile(index: CatalogIndex, state: UserState) -> NDArray[np.float32] | None:
@@ -105,6 +103,4 @@ def retrieve(
         )
     take(index.popular_rows[: limit + len(excluded)], "popular", limit)
     rows_out = np.fromiter(chosen.keys(), dtype=np.int32, count=len(chosen))
-    return Candidates(
-        rows=rows_out, sources=tuple(chosen.values()), query_tokens=tokens, profile=profile
-    )
+    return Candidates(rows=rows_out, sources=tuple(chosen.values()), query_tokens=tokens)

@@ -75,10 +75,6 @@ class UserState:
         return dict(self.counters).get(name, 0)
 
     @property
-    def total_events(self) -> int:
-        return sum(n for _, n in self.counters)
-
-    @property
     def interactions(self) -> int:
         """Item interactions so far (every event but searches)."""
         return sum(n for kind, n in self.counters if kind != EventType.SEARCH.value)
