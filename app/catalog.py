@@ -11,7 +11,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.records import Item
+from app.settings import Settings
 from app.text import tokenize
+from app.vector_index import VectorIndex, build_vector_index
 
 VECTOR_DIM = 64
 _EMPTY_ROWS: NDArray[np.int32] = np.zeros(0, dtype=np.int32)
@@ -53,11 +55,29 @@ def hashed_vectors(items: Sequence[Item]) -> NDArray[np.float32]:
 
 
 @dataclass(frozen=True, slots=True)
+class IndexOptions:
+    """How a snapshot is indexed: posting-list bound and similarity-search index choice."""
+
+    posting_limit: int = 2000
+    exact_below: int = 50_000
+    nprobe: int = 0  # 0: the IVF index's own default
+
+
+def index_options(settings: Settings) -> IndexOptions:
+    return IndexOptions(
+        posting_limit=settings.posting_limit,
+        exact_below=settings.ann_exact_below,
+        nprobe=settings.ann_nprobe,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class CatalogIndex:
     """One consistent, read-only view of the active catalog, shared by all readers.
 
     Rows are active (not withdrawn) items; ``known`` also holds withdrawn items, whose
-    category and tags still update a user's affinities.
+    category and tags still update a user's affinities. ``vectors`` is one contiguous float32
+    matrix, row-aligned with ``ids``; ``neighbours`` searches it.
     """
 
     version: int
@@ -65,8 +85,9 @@ class CatalogIndex:
     row_of: dict[str, int]
     known: dict[str, Item]
     vectors: NDArray[np.float32]
-    categories: tuple[str, ...]
-    tags: tuple[tuple[str, ...], ...]
+    neighbours: VectorIndex
+    category_codes: NDArray[np.int32]
+    category_code: dict[str, int]
     popularity: NDArray[np.float32]
     popular_rows: NDArray[np.int32]
     token_rows: dict[str, NDArray[np.int32]]
@@ -79,6 +100,7 @@ class CatalogIndex:
         return self.known.get(item_id)
 
     def rows_for_token(self, token: str) -> NDArray[np.int32]:
+        """Active rows whose text has ``token``, most popular first (at most posting_limit)."""
         return self.token_rows.get(token, _EMPTY_ROWS)
 
     def rows_for_category(self, category: str) -> NDArray[np.int32]:
@@ -91,40 +113,63 @@ class CatalogIndex:
         items: Iterable[Item],
         version: int = 0,
         vectors_of: Callable[[list[Item]], NDArray[np.float32]] = hashed_vectors,
+        tokens_of: Callable[[Item], tuple[str, ...]] = item_tokens,
+        options: IndexOptions = IndexOptions(),  # noqa: B008 - frozen, shared safely
     ) -> CatalogIndex:
         """Index the active items; ``vectors_of`` gives their vectors, one row per item."""
         known = {item.item_id: item for item in items}
         active = sorted((i for i in known.values() if not i.withdrawn), key=lambda i: i.item_id)
         n = len(active)
         vectors = np.ascontiguousarray(vectors_of(active), dtype=np.float32)
-        raw_pop = np.zeros(n, dtype=np.float32)
-        token_lists: dict[str, list[int]] = {}
-        cat_lists: dict[str, list[int]] = {}
-        for row, item in enumerate(active):
-            raw_pop[row] = item.popularity
-            for token in item_tokens(item):
-                token_lists.setdefault(token, []).append(row)
-            cat_lists.setdefault(item.category, []).append(row)
+        raw_pop = np.fromiter((i.popularity for i in active), dtype=np.float32, count=n)
         log_pop = np.log1p(raw_pop)
         top = float(log_pop.max()) if n else 0.0
         popularity = (log_pop / top if top > 0 else log_pop).astype(np.float32)
         # Stable sort: equal popularity keeps item-id order, so rankings are deterministic.
         popular_rows = np.argsort(-popularity, kind="stable").astype(np.int32)
-        category_rows = {
-            cat: np.array(sorted(rows, key=lambda r: -popularity[r]), dtype=np.int32)
-            for cat, rows in cat_lists.items()
-        }
+        # Rank of each row in popularity order: posting lists sort by it, so they come out most
+        # popular first with the same tie-break as popular_rows.
+        pop_rank = np.empty(n, dtype=np.int64)
+        pop_rank[popular_rows] = np.arange(n)
+        category_code: dict[str, int] = {}
+        codes = np.fromiter(
+            (category_code.setdefault(i.category, len(category_code)) for i in active),
+            dtype=np.int32,
+            count=n,
+        )
+        token_lists: dict[str, list[int]] = {}
+        for row, item in enumerate(active):
+            for token in tokens_of(item):
+                token_lists.setdefault(token, []).append(row)
+        limit = options.posting_limit
+
+        def by_popularity(rows: NDArray[np.int64], cap: int | None) -> NDArray[np.int32]:
+            ordered = rows[np.argsort(pop_rank[rows], kind="stable")]
+            return ordered[:cap].astype(np.int32)
+
+        category_rows: dict[str, NDArray[np.int32]] = {}
+        if n:
+            by_code = np.argsort(codes, kind="stable")
+            bounds = np.searchsorted(codes[by_code], np.arange(len(category_code) + 1))
+            for name, code in category_code.items():
+                rows = by_code[bounds[code] : bounds[code + 1]]
+                category_rows[name] = by_popularity(rows, None)
         return cls(
             version=version,
             ids=tuple(i.item_id for i in active),
             row_of={i.item_id: row for row, i in enumerate(active)},
             known=known,
             vectors=vectors,
-            categories=tuple(i.category for i in active),
-            tags=tuple(i.tags for i in active),
+            neighbours=build_vector_index(
+                vectors, exact_below=options.exact_below, nprobe=options.nprobe or None
+            ),
+            category_codes=codes,
+            category_code=category_code,
             popularity=popularity,
             popular_rows=popular_rows,
-            token_rows={t: np.array(r, dtype=np.int32) for t, r in token_lists.items()},
+            token_rows={
+                t: by_popularity(np.array(r, dtype=np.int64), limit) for t, r in token_lists.items()
+            },
             category_rows=category_rows,
         )
 
@@ -136,15 +181,37 @@ class Catalog:
     changed. Readers take :attr:`index`, a reference swap, so they never see a half-built index.
     """
 
-    def __init__(self, vectorizer: Vectorizer = hashed_vectors) -> None:
+    def __init__(
+        self,
+        vectorizer: Vectorizer = hashed_vectors,
+        options: IndexOptions = IndexOptions(),  # noqa: B008 - frozen, shared safely
+    ) -> None:
         self._items: dict[str, Item] = {}
         self._vectorizer = vectorizer
-        # Vectors are cached per item value, so a publish only encodes new or changed items.
+        self._options = options
+        # Vectors and tokens are cached per item value, so a publish only encodes new or
+        # changed items.
         self._vectors: dict[Item, NDArray[np.float32]] = {}
+        self._tokens: dict[Item, tuple[str, ...]] = {}
         self._lock = threading.Lock()
         self._dirty = False
         self._version = 0
-        self._index = CatalogIndex.build((), version=0, vectors_of=self._vectors_of)
+        self._index = self._build([], 0)
+
+    def _build(self, items: list[Item], version: int) -> CatalogIndex:
+        return CatalogIndex.build(
+            items,
+            version=version,
+            vectors_of=self._vectors_of,
+            tokens_of=self._tokens_of,
+            options=self._options,
+        )
+
+    def _tokens_of(self, item: Item) -> tuple[str, ...]:
+        tokens = self._tokens.get(item)
+        if tokens is None:
+            tokens = self._tokens[item] = item_tokens(item)
+        return tokens
 
     def _vectors_of(self, items: list[Item]) -> NDArray[np.float32]:
         missing = [i for i in items if i not in self._vectors]
@@ -153,7 +220,12 @@ class Catalog:
                 self._vectors[item] = vector
         if not items:
             return self._vectorizer([])
-        return np.stack([self._vectors[i] for i in items])
+        # One contiguous matrix for the snapshot, filled in place (no list of row copies).
+        first = self._vectors[items[0]]
+        matrix = np.empty((len(items), first.shape[0]), dtype=np.float32)
+        for row, item in enumerate(items):
+            matrix[row] = self._vectors[item]
+        return matrix
 
     @property
     def index(self) -> CatalogIndex:
@@ -180,8 +252,9 @@ class Catalog:
             self._version += 1
             snapshot = list(self._items.values())
             version = self._version
-        index = CatalogIndex.build(snapshot, version=version, vectors_of=self._vectors_of)
-        live = {i for i in snapshot}
+        index = self._build(snapshot, version)
+        live = set(snapshot)
         self._vectors = {i: v for i, v in self._vectors.items() if i in live}
+        self._tokens = {i: t for i, t in self._tokens.items() if i in live}
         self._index = index
         return True

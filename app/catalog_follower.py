@@ -126,12 +126,18 @@ class CatalogFollower:
     def _run(self) -> None:
         refresh = self.settings.catalog_refresh_s
         last_publish = time.monotonic()
+        # A rebuild of a large catalog takes seconds of this thread (and some of the GIL):
+        # wait at least four build times between rebuilds, so indexing never takes more than
+        # about a fifth of the worker while the catalog churns.
+        interval = refresh
         while not self._stop.is_set():
             try:
                 self._poll(min(refresh, 0.5))
-                if time.monotonic() - last_publish >= refresh:
+                if time.monotonic() - last_publish >= interval:
+                    started = time.monotonic()
                     if self.catalog.publish():
                         self.metrics.catalog_items.set(len(self.catalog.index))
+                        interval = max(refresh, 4 * (time.monotonic() - started))
                     last_publish = time.monotonic()
             except Exception:  # keep following; a transient client error must not stop updates
                 log.exception("catalog follower error")

@@ -192,6 +192,10 @@ def encode_recommendation(rec: Recommendation, *, emit_time_ms: int) -> bytes:
     }
     if rec.query is not None:
         doc["query"] = rec.query
+    if rec.degraded:
+        doc["degraded"] = True
+    if rec.coalesced_into is not None:
+        doc["coalesced_into"] = rec.coalesced_into
     return orjson.dumps(doc)
 
 

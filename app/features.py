@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.catalog import CatalogIndex
-from app.retrieval import Candidates, query_matches
+from app.retrieval import Candidates
 
 USER_FEATURES: tuple[str, ...] = ("is_search", "activity", "history_fill")
 CANDIDATE_FEATURES: tuple[str, ...] = ("popularity", "category_affinity", "query_match")
@@ -49,10 +49,15 @@ def candidate_features(
         return out
     out[:, 0] = index.popularity[rows]
     if category_affinity:
-        out[:, 1] = [category_affinity.get(index.categories[r], 0.0) for r in rows.tolist()]
-    if candidates.query_tokens:
-        match_rows, match = query_matches(index, candidates.query_tokens)
-        if match_rows.size:
-            pos = np.minimum(np.searchsorted(match_rows, rows), match_rows.size - 1)
-            out[:, 2] = np.where(match_rows[pos] == rows, match[pos], 0.0)
+        # The user has a few categories (bounded by max_affinities): look the candidates' codes
+        # up in that short sorted list rather than building a table over all categories.
+        codes = index.category_code
+        known = sorted((codes[c], a) for c, a in category_affinity.items() if c in codes)
+        if known:
+            user_codes = np.array([c for c, _ in known], dtype=np.int32)
+            values = np.array([a for _, a in known], dtype=np.float32)
+            cand_codes = index.category_codes[rows]
+            pos = np.minimum(np.searchsorted(user_codes, cand_codes), user_codes.size - 1)
+            out[:, 1] = np.where(user_codes[pos] == cand_codes, values[pos], 0.0)
+    out[:, 2] = candidates.query_match
     return out

@@ -25,7 +25,22 @@ _LATENCY_BUCKETS = (
     60.0,
     300.0,
 )
-_SCORING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_SCORING_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
 
 
 @dataclass
@@ -60,20 +75,50 @@ class Metrics:
         )
         self.processing = Histogram(
             "liverank_processing_seconds",
-            "Time the worker spends on one event: decode, state, retrieval, scoring, encode.",
+            "Time the worker spends on one micro-batch: decode, state, retrieval, scoring, "
+            "encode, table writes and handing records to the producer.",
             buckets=_SCORING_BUCKETS,
             registry=r,
         )
         self.scoring = Histogram(
             "liverank_scoring_seconds",
-            "Time of one ranking call (retrieval, features, model).",
+            "Time of one micro-batch's ranking (retrieval, features, one model call).",
             buckets=_SCORING_BUCKETS,
             registry=r,
         )
         self.batch_size = Histogram(
             "liverank_batch_size",
-            "Events ranked per model call.",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            "Records per micro-batch taken from the stream.",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.model_batch_size = Histogram(
+            "liverank_model_batch_size",
+            "Events ranked per model call (one call per micro-batch).",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.degraded = Counter(
+            "liverank_degraded",
+            "Recommendations answered by the cheap path: the record waited longer than "
+            "deadline_ms before it was ranked.",
+            registry=r,
+        )
+        self.coalesced = Counter(
+            "liverank_coalesced",
+            "Triggering events answered by a later event's ranking of the same user in the same "
+            "micro-batch.",
+            registry=r,
+        )
+        self.queue_age = Histogram(
+            "liverank_queue_age_seconds",
+            "From a record's Kafka timestamp to its processing: how far behind the worker is.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.behind = Gauge(
+            "liverank_behind_seconds",
+            "Queue age of the oldest record in the latest micro-batch.",
             registry=r,
         )
         self.state_resets = Counter(

@@ -1,13 +1,14 @@
-"""One input record in, the new user state and the records to emit out; no I/O here."""
+"""A micro-batch of input records in, the new user states and the records to emit out; no I/O."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from app.catalog import Catalog
+from app.catalog import Catalog, CatalogIndex
 from app.codec import (
     DecodeError,
     decode_event,
@@ -15,7 +16,7 @@ from app.codec import (
     encode_feedback,
     encode_recommendation,
 )
-from app.ranking import RankingParams, rank
+from app.ranking import Ranker, RankingParams
 from app.records import (
     NEXT_ITEM_TRIGGERS,
     DeadLetterError,
@@ -59,7 +60,10 @@ class Output:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What handling one record decided. ``status``: processed, duplicate or dead_letter."""
+    """What handling one record decided. ``status``: processed, duplicate or dead_letter.
+
+    ``state`` is set on the last record of each user in a batch: the one table write for that
+    user (a user's earlier records in the batch are folded into it)."""
 
     status: str
     outputs: list[Output] = field(default_factory=list)
@@ -69,11 +73,56 @@ class Outcome:
     recommendation: Recommendation | None = None
     error: DeadLetterError | None = None
     state_reset: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """Outcomes in record order, plus what the batch cost: events ranked by the model (one
+    call), events answered by the cheap path, events coalesced, and the ranking time."""
+
+    outcomes: list[Outcome]
+    ranked: int = 0
+    degraded: int = 0
+    coalesced: int = 0
     ranking_s: float = 0.0
+    oldest_age_ms: int = 0
+
+
+@dataclass(slots=True)
+class _Step:
+    """A decoded event applied to its user's state, waiting for its recommendation."""
+
+    position: int
+    event: Event
+    source: Source
+    raw: bytes
+    state: UserState
+    duplicate: bool
+    trigger: bool
+    recommendation: Recommendation | None = None
+    coalesced_into: _Step | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class _User:
+    """A user's state while a batch is processed: read once, written once."""
+
+    state: UserState | None
+    last: LastRecommendation | None
+    reset: bool
+    last_position: int = -1
 
 
 class Processor:
-    """Applies events to user state and ranks, given the catalog and a scorer."""
+    """Applies events to user state and ranks them, a micro-batch at a time.
+
+    Per record, in order: decode, deduplicate, apply to the user's state. Per batch: rank every
+    triggering event in one model call (with ``coalesce_users``, only a user's last search and
+    last next-item trigger; their earlier ones share that ranking), or by the cheap path when
+    the record waited longer than ``deadline_ms``. Then the records
+    to emit, in input order, and one state write per user.
+    """
 
     def __init__(
         self,
@@ -84,7 +133,6 @@ class Processor:
         clock: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.catalog = catalog
-        self.scorer = scorer
         self.spec = spec
         self.settings = settings
         self.clock = clock
@@ -101,6 +149,11 @@ class Processor:
             candidates=settings.candidates,
             affinity_half_life_s=settings.affinity_half_life_s,
         )
+        self.ranker = Ranker(scorer, spec, self.params, query_cache_size=settings.query_cache_size)
+
+    @property
+    def scorer(self) -> Scorer:
+        return self.ranker.scorer
 
     def decode(self, value: bytes | None, source: Source) -> Event | Outcome:
         """The event, or a dead-letter outcome saying why the record is unusable."""
@@ -130,84 +183,215 @@ class Processor:
     def handle(
         self, value: bytes | None, source: Source, lookup: Callable[[bytes], bytes | None]
     ) -> Outcome:
+        """One record: :meth:`handle_batch` of one."""
+        return self.handle_batch([(value, source)], lookup).outcomes[0]
+
+    def handle_batch(
+        self,
+        records: Sequence[tuple[bytes | None, Source]],
+        lookup: Callable[[bytes], bytes | None],
+    ) -> BatchResult:
         """Decode, update state, rank; any failure becomes a dead letter, never an exception.
 
-        ``lookup`` reads a user's stored state by key (the UTF-8 user id).
+        ``lookup`` reads a user's stored state by key (the UTF-8 user id); it is called at most
+        once per user per batch.
         """
-        decoded = self.decode(value, source)
-        if isinstance(decoded, Outcome):
-            return decoded
-        try:
-            return self.apply(decoded, lookup(decoded.user_id.encode("utf-8")))
-        except Exception as exc:
-            log.exception("processing event %s failed", decoded.event_id)
-            return self.dead_letter(
-                DeadLetterError.PROCESSING_ERROR,
-                f"{type(exc).__name__}: {exc}",
-                source,
-                value or b"",
-            )
-
-    def apply(self, event: Event, state_raw: bytes | None) -> Outcome:
-        reset = False
-        previous: UserState | None = None
-        if state_raw is not None:
-            try:
-                previous = decode_state(state_raw)
-            except (ValueError, KeyError, TypeError):
-                # A state we cannot read would block this user forever; start them afresh.
-                log.warning("unreadable state for user %s; starting afresh", event.user_id)
-                reset = True
-        duplicate = previous is not None and previous.has_applied(event.event_id)
         index = self.catalog.index
-        item = index.item(event.item_id) if event.item_id is not None else None
-        state = apply_event(previous, event, item, self.limits)
+        users: dict[str, _User] = {}
+        steps: list[_Step | Outcome] = []
+        for position, (value, source) in enumerate(records):
+            decoded = self.decode(value, source)
+            if isinstance(decoded, Outcome):
+                steps.append(decoded)
+                continue
+            try:
+                steps.append(self._apply(position, decoded, source, value or b"", users, lookup))
+            except Exception as exc:
+                log.exception("applying event %s failed", decoded.event_id)
+                steps.append(
+                    self.dead_letter(
+                        DeadLetterError.PROCESSING_ERROR,
+                        f"{type(exc).__name__}: {exc}",
+                        source,
+                        value or b"",
+                    )
+                )
+        result = self._rank(index, [s for s in steps if isinstance(s, _Step) and s.trigger])
+        return dataclasses.replace(result, outcomes=self._outcomes(steps, users))
 
-        key = event.user_id.encode("utf-8")
-        outputs: list[Output] = []
-        recommendation: Recommendation | None = None
-        ranking_s = 0.0
-        if event.type is EventType.SEARCH or event.type in NEXT_ITEM_TRIGGERS:
-            started = time.perf_counter()
-            (recommendation,) = rank(index, self.scorer, self.spec, [(state, event)], self.params)
-            ranking_s = time.perf_counter() - started
-            state = with_recommendation(
-                state,
-                LastRecommendation(
-                    event_id=recommendation.event_id,
-                    model_version=recommendation.model_version,
-                    item_ids=tuple(i.item_id for i in recommendation.items),
-                ),
-            )
+    def _apply(
+        self,
+        position: int,
+        event: Event,
+        source: Source,
+        raw: bytes,
+        users: dict[str, _User],
+        lookup: Callable[[bytes], bytes | None],
+    ) -> _Step:
+        user = users.get(event.user_id)
+        if user is None:
+            user = users[event.user_id] = self._load(event.user_id, lookup)
+        previous = user.state
+        duplicate = previous is not None and previous.has_applied(event.event_id)
+        item = self.catalog.index.item(event.item_id) if event.item_id is not None else None
+        state = apply_event(previous, event, item, self.limits)
+        user.state = state
+        user.last_position = position
+        trigger = event.type is EventType.SEARCH or event.type in NEXT_ITEM_TRIGGERS
+        return _Step(position, event, source, raw, state, duplicate, trigger)
+
+    def _load(self, user_id: str, lookup: Callable[[bytes], bytes | None]) -> _User:
+        raw = lookup(user_id.encode("utf-8"))
+        if raw is None:
+            return _User(None, None, reset=False)
+        try:
+            state = decode_state(raw)
+        except (ValueError, KeyError, TypeError):
+            # A state we cannot read would block this user forever; start them afresh.
+            log.warning("unreadable state for user %s; starting afresh", user_id)
+            return _User(None, None, reset=True)
+        return _User(state, state.last_recommendation, reset=False)
+
+    def _rank(self, index: CatalogIndex, triggers: list[_Step]) -> BatchResult:
+        """Recommendations for the batch's triggering events, set on their steps."""
+        if not triggers:
+            return BatchResult(outcomes=[])
+        ranked = triggers
+        coalesced = 0
+        if self.settings.coalesce_users:
+            # A user's searches fold into their latest search in the batch, and next-item
+            # triggers into their latest next-item trigger: a search always gets results for
+            # a query, and every page gets the freshest ranking of its kind.
+            def slot(s: _Step) -> tuple[str, bool]:
+                return s.event.user_id, s.event.type is EventType.SEARCH
+
+            latest = {slot(s): s for s in triggers}
+            ranked = [s for s in triggers if latest[slot(s)] is s]
+            for s in triggers:
+                if latest[slot(s)] is not s:
+                    s.coalesced_into = latest[slot(s)]
+                    coalesced += 1
         now = self.clock()
-        if recommendation is not None:
+        deadline = self.settings.deadline_ms
+        ages = [now - (s.source.timestamp_ms or now) for s in ranked]
+        late = [s for s, age in zip(ranked, ages, strict=True) if deadline and age > deadline]
+        on_time = [
+            s for s, age in zip(ranked, ages, strict=True) if not (deadline and age > deadline)
+        ]
+        started = time.perf_counter()
+        self._rank_with(index, on_time, self.ranker.rank)
+        self._rank_with(index, late, self.ranker.rank_cheap)
+        ranking_s = time.perf_counter() - started
+        for s in triggers:
+            target = s.coalesced_into
+            if target is not None:
+                if target.recommendation is None:
+                    s.error = target.error
+                else:
+                    s.recommendation = dataclasses.replace(
+                        target.recommendation,
+                        event_id=s.event.event_id,
+                        event_time=s.event.event_time,
+                        event_time_ms=s.event.event_time_ms,
+                        coalesced_into=target.event.event_id,
+                    )
+        return BatchResult(
+            outcomes=[],
+            ranked=len(on_time),
+            degraded=len(late),
+            coalesced=coalesced,
+            ranking_s=ranking_s,
+            oldest_age_ms=max(ages, default=0),
+        )
+
+    def _rank_with(
+        self,
+        index: CatalogIndex,
+        steps: list[_Step],
+        ranker: Callable[[CatalogIndex, Sequence[tuple[UserState, Event]]], list[Recommendation]],
+    ) -> None:
+        if not steps:
+            return
+        try:
+            recs = ranker(index, [(s.state, s.event) for s in steps])
+        except Exception as exc:
+            if len(steps) == 1:
+                log.exception("ranking event %s failed", steps[0].event.event_id)
+                steps[0].error = f"{type(exc).__name__}: {exc}"
+                return
+            # One bad request must not sink the batch: rank one at a time to find it.
+            log.warning("ranking a batch of %d failed; ranking one at a time", len(steps))
+            for s in steps:
+                self._rank_with(index, [s], ranker)
+            return
+        for s, rec in zip(steps, recs, strict=True):
+            s.recommendation = rec
+
+    def _outcomes(self, steps: list[_Step | Outcome], users: dict[str, _User]) -> list[Outcome]:
+        """Records to emit in input order; each user's final state on their last record."""
+        now = self.clock()
+        reported_reset: set[str] = set()
+        outcomes: list[Outcome] = []
+        for step in steps:
+            if isinstance(step, Outcome):
+                outcomes.append(step)
+                continue
+            event = step.event
+            user = users[event.user_id]
+            key = event.user_id.encode("utf-8")
+            outputs: list[Output] = []
+            attributed = user.last
+            rec = step.recommendation
+            if step.error is not None:
+                # The state change stands (a replay is deduplicated); only its ranking failed.
+                outputs += self.dead_letter(
+                    DeadLetterError.PROCESSING_ERROR,
+                    f"ranking failed: {step.error}",
+                    step.source,
+                    step.raw,
+                ).outputs
+            if rec is not None:
+                outputs.append(
+                    Output(RECOMMENDATIONS, key, encode_recommendation(rec, emit_time_ms=now))
+                )
+                if rec.coalesced_into is None:
+                    user.last = LastRecommendation(
+                        event_id=rec.event_id,
+                        model_version=rec.model_version,
+                        item_ids=tuple(i.item_id for i in rec.items),
+                    )
             outputs.append(
                 Output(
-                    RECOMMENDATIONS, key, encode_recommendation(recommendation, emit_time_ms=now)
+                    FEEDBACK,
+                    key,
+                    encode_feedback(
+                        event,
+                        emit_time_ms=now,
+                        duplicate=step.duplicate,
+                        last_recommendation=None
+                        if attributed is None
+                        else (attributed.event_id, attributed.model_version, attributed.item_ids),
+                    ),
                 )
             )
-        last = previous.last_recommendation if previous is not None else None
-        outputs.append(
-            Output(
-                FEEDBACK,
-                key,
-                encode_feedback(
-                    event,
-                    emit_time_ms=now,
-                    duplicate=duplicate,
-                    last_recommendation=None
-                    if last is None
-                    else (last.event_id, last.model_version, last.item_ids),
-                ),
+            state: bytes | None = None
+            if user.last_position == step.position and user.state is not None:
+                final = user.state
+                if user.last is not None and user.last != final.last_recommendation:
+                    final = with_recommendation(final, user.last)
+                state = encode_state(final)
+            reset = user.reset and event.user_id not in reported_reset
+            reported_reset.add(event.user_id)
+            outcomes.append(
+                Outcome(
+                    status="duplicate" if step.duplicate else "processed",
+                    outputs=outputs,
+                    user_id=event.user_id,
+                    state=state,
+                    event=event,
+                    recommendation=rec,
+                    error=None if step.error is None else DeadLetterError.PROCESSING_ERROR,
+                    state_reset=reset,
+                )
             )
-        )
-        return Outcome(
-            status="duplicate" if duplicate else "processed",
-            outputs=outputs,
-            user_id=event.user_id,
-            state=encode_state(state),
-            event=event,
-            recommendation=recommendation,
-            state_reset=reset,
-            ranking_s=ranking_s,
-        )
+        return outcomes

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from app.catalog import CatalogIndex, Vectorizer, item_tokens
-from app.features import CANDIDATE_FEATURES, candidate_features, normalized, user_features
+from app.features import (
+    CANDIDATE_FEATURES,
+    USER_FEATURES,
+    candidate_features,
+    normalized,
+    user_features,
+)
 from app.records import Event, EventType, Item, RankedItem, Recommendation
-from app.retrieval import Candidates, retrieve
+from app.retrieval import Candidates, Request, retrieve_batch
 from app.scoring.base import ItemEncoder, RankInputs, Scorer
 from app.scoring.package import ModelSpec
 from app.state import UserState
 from app.text import term_ids, tokenize
 
-QUERY_MATCH = CANDIDATE_FEATURES.index("query_match")
+# The model_version of degraded recommendations: no model ranked them.
+FALLBACK_VERSION = "popularity-fallback"
 # Interaction types as the model numbers them (0 pads).
 TYPE_IDS = {"view": 1, "click": 2, "add_to_cart": 3, "purchase": 4}
 
@@ -45,60 +56,188 @@ def model_vectorizer(encoder: ItemEncoder, spec: ModelSpec) -> Vectorizer:
     return vectors
 
 
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    event: Event
-    candidates: Candidates
-    features: NDArray[np.float32]
+class _Buffers:
+    """Model inputs reused across batches: flat arrays whose prefixes are reshaped per call, so
+    a batch of any size and width is C-contiguous without allocating (ONNX Runtime wants
+    contiguous inputs). Grown, never shrunk, when a batch is larger than any before."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.batch = 0
+        self.width = 0
+        self._flat: dict[str, NDArray[np.float32] | NDArray[np.int64]] = {}
+
+    def view(self, batch: int, width: int) -> RankInputs:
+        spec = self.spec
+        if batch > self.batch or width > self.width:
+            self.batch, self.width = max(batch, self.batch), max(width, self.width)
+            full = RankInputs.zeros(spec, self.batch, self.width)
+            self._flat = {name: array.reshape(-1) for name, array in full.feed().items()}
+        shapes: dict[str, tuple[int, ...]] = {
+            "history_vectors": (batch, spec.max_len, spec.dim),
+            "history_mask": (batch, spec.max_len),
+            "history_types": (batch, spec.max_len),
+            "query_terms": (batch, spec.max_query_terms),
+            "user_features": (batch, len(USER_FEATURES)),
+            "candidate_vectors": (batch, width, spec.dim),
+            "candidate_features": (batch, width, len(CANDIDATE_FEATURES)),
+        }
+        views: dict[str, Any] = {}
+        for name, shape in shapes.items():
+            part = self._flat[name][: math.prod(shape)]
+            part.fill(0)
+            views[name] = part.reshape(shape)
+        return RankInputs(**views)
 
 
-def _prepare(
-    index: CatalogIndex, state: UserState, event: Event, params: RankingParams
-) -> _Prepared:
-    categories, _tags = state.affinities_at(event.event_time_ms, params.affinity_half_life_s)
-    top_categories = tuple(
-        sorted(categories, key=lambda c: (-categories[c], c))[: params.top_categories]
-    )
-    candidates = retrieve(
-        index, state, event, limit=params.candidates, top_categories=top_categories
-    )
-    feats = candidate_features(index, candidates, category_affinity=normalized(categories))
-    return _Prepared(event, candidates, feats)
+class Ranker:
+    """Ranks batches of (state after the event, event): retrieval with one similarity search
+    per batch, features, one model call, top-k. Holds the query cache and reusable buffers."""
 
+    def __init__(
+        self,
+        scorer: Scorer,
+        spec: ModelSpec,
+        params: RankingParams,
+        *,
+        query_cache_size: int = 4096,
+    ) -> None:
+        self.scorer = scorer
+        self.spec = spec
+        self.params = params
+        self._buffers = _Buffers(spec)
+        # Searches repeat (popular queries): tokenize and hash each distinct text once.
+        self.query = functools.lru_cache(maxsize=query_cache_size)(self._parse_query)
 
-def model_inputs(
-    index: CatalogIndex,
-    spec: ModelSpec,
-    requests: Sequence[tuple[UserState, Event]],
-    prepared: Sequence[_Prepared],
-) -> RankInputs:
-    """Stack a batch; candidate lists of different lengths are zero-padded."""
-    batch = len(requests)
-    width = max(1, max(p.candidates.rows.shape[0] for p in prepared))
-    inputs = RankInputs.zeros(spec, batch, width)
-    for b, ((state, event), p) in enumerate(zip(requests, prepared, strict=True)):
-        recent = state.history[-spec.max_len :]
-        offset = spec.max_len - len(recent)
-        for j, interaction in enumerate(recent):
-            row = index.row_of.get(interaction.item_id)
-            if row is None:  # no longer in the catalog: leave the slot masked
-                continue
-            inputs.history_vectors[b, offset + j] = index.vectors[row]
-            inputs.history_mask[b, offset + j] = 1.0
-            inputs.history_types[b, offset + j] = TYPE_IDS.get(interaction.type, 2)
-        if event.type is EventType.SEARCH and event.query:
-            ids = term_ids(tokenize(event.query), spec.n_buckets, spec.max_query_terms)
-            inputs.query_terms[b, : len(ids)] = ids
-        inputs.user_features[b] = user_features(
-            is_search=event.type is EventType.SEARCH,
-            interactions=state.interactions,
-            max_len=spec.max_len,
+    def _parse_query(self, text: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        tokens = tokenize(text)
+        spec = self.spec
+        return tokens, tuple(term_ids(tokens, spec.n_buckets, spec.max_query_terms))
+
+    def _request(self, state: UserState, event: Event) -> Request:
+        categories, _tags = state.affinities_at(
+            event.event_time_ms, self.params.affinity_half_life_s
         )
-        n = p.candidates.rows.shape[0]
-        inputs.candidate_vectors[b, :n] = index.vectors[p.candidates.rows]
-        inputs.candidate_features[b, :n] = p.features
-    assert inputs.candidate_features.shape[2] == len(CANDIDATE_FEATURES)  # noqa: S101
-    return inputs
+        top = tuple(
+            sorted(categories, key=lambda c: (-categories[c], c))[: self.params.top_categories]
+        )
+        tokens: tuple[str, ...] = ()
+        if event.type is EventType.SEARCH and event.query:
+            tokens = self.query(event.query)[0]
+        return Request(state, event, tokens, top, normalized(categories))
+
+    def inputs(
+        self, index: CatalogIndex, requests: Sequence[Request], candidates: Sequence[Candidates]
+    ) -> RankInputs:
+        """The model's inputs for a batch; candidate lists of different lengths are padded."""
+        spec = self.spec
+        width = max(1, max(c.rows.shape[0] for c in candidates))
+        inputs = self._buffers.view(len(requests), width)
+        history = np.full((len(requests), spec.max_len), -1, dtype=np.int64)
+        cand_rows = np.zeros((len(requests), width), dtype=np.int64)
+        row_of = index.row_of
+        for b, (request, cands) in enumerate(zip(requests, candidates, strict=True)):
+            state, event = request.state, request.event
+            recent = state.history[-spec.max_len :]
+            offset = spec.max_len - len(recent)
+            for j, interaction in enumerate(recent):
+                row = row_of.get(interaction.item_id)
+                if row is not None:  # an item no longer in the catalog leaves its slot masked
+                    history[b, offset + j] = row
+                    inputs.history_types[b, offset + j] = TYPE_IDS.get(interaction.type, 2)
+            if request.tokens and event.query:
+                ids = self.query(event.query)[1]
+                inputs.query_terms[b, : len(ids)] = ids
+            inputs.user_features[b] = user_features(
+                is_search=event.type is EventType.SEARCH,
+                interactions=state.interactions,
+                max_len=spec.max_len,
+            )
+            n = cands.rows.shape[0]
+            cand_rows[b, :n] = cands.rows
+            inputs.candidate_features[b, :n] = candidate_features(
+                index, cands, category_affinity=request.category_affinity
+            )
+        if len(index):
+            present = history >= 0
+            np.take(
+                index.vectors, np.where(present, history, 0), axis=0, out=inputs.history_vectors
+            )
+            inputs.history_vectors[~present] = 0.0
+            inputs.history_mask[present] = 1.0
+            # Padded candidate slots hold row 0's vector; their scores are never read.
+            np.take(index.vectors, cand_rows, axis=0, out=inputs.candidate_vectors)
+        return inputs
+
+    def rank(
+        self, index: CatalogIndex, batch: Sequence[tuple[UserState, Event]]
+    ) -> list[Recommendation]:
+        """One recommendation per (state after the event, event), all scored in one model call."""
+        if not batch:
+            return []
+        requests = [self._request(state, event) for state, event in batch]
+        candidates = retrieve_batch(index, requests, limit=self.params.candidates)
+        scores = self.scorer.score(self.inputs(index, requests, candidates))
+        return [
+            self._recommendation(
+                index, r, c, scores[i, : c.rows.shape[0]], self.scorer.model_version
+            )
+            for i, (r, c) in enumerate(zip(requests, candidates, strict=True))
+        ]
+
+    def rank_cheap(
+        self, index: CatalogIndex, batch: Sequence[tuple[UserState, Event]]
+    ) -> list[Recommendation]:
+        """The overload path: no similarity search, no model. Query matches (searches), then
+        popular items in the user's favourite categories, then popular items; the score is the
+        item's popularity. Marked ``degraded``."""
+        requests = [self._request(state, event) for state, event in batch]
+        candidates = retrieve_batch(index, requests, limit=self.params.top_k, similar=False)
+        return [
+            dataclasses.replace(
+                self._recommendation(index, r, c, index.popularity[c.rows], FALLBACK_VERSION),
+                degraded=True,
+            )
+            for r, c in zip(requests, candidates, strict=True)
+        ]
+
+    def _recommendation(
+        self,
+        index: CatalogIndex,
+        request: Request,
+        cands: Candidates,
+        row_scores: NDArray[np.float32],
+        model_version: str,
+    ) -> Recommendation:
+        n = cands.rows.shape[0]
+        top_k = min(self.params.top_k, n)
+        event = request.event
+        if event.type is EventType.SEARCH:
+            # Search results are for the query: items that match it come first, in the model's
+            # order; others only fill the page when too few match.
+            order = np.lexsort((-row_scores, ~(cands.query_match > 0)))[:top_k]
+        else:
+            # Stable order on ties: score desc, then candidate order (retrieval priority).
+            order = np.argsort(-row_scores, kind="stable")[:top_k]
+        ids = index.ids
+        items = tuple(
+            RankedItem(
+                item_id=ids[int(cands.rows[j])],
+                score=round(float(row_scores[j]), 6),
+                source=cands.sources[j],
+            )
+            for j in order.tolist()
+        )
+        return Recommendation(
+            event_id=event.event_id,
+            user_id=event.user_id,
+            kind="search" if event.type is EventType.SEARCH else "next_items",
+            items=items,
+            model_version=model_version,
+            event_time=event.event_time,
+            event_time_ms=event.event_time_ms,
+            query=event.query,
+        )
 
 
 def rank(
@@ -108,42 +247,5 @@ def rank(
     requests: Sequence[tuple[UserState, Event]],
     params: RankingParams,
 ) -> list[Recommendation]:
-    """One recommendation per (state after the event, event), all scored in one model call."""
-    if not requests:
-        return []
-    prepared = [_prepare(index, state, event, params) for state, event in requests]
-    scores = scorer.score(model_inputs(index, spec, requests, prepared))
-    out = []
-    for i, p in enumerate(prepared):
-        n = p.candidates.rows.shape[0]
-        row_scores = scores[i, :n]
-        if p.event.type is EventType.SEARCH:
-            # Search results are for the query: items that match it come first, in the model's
-            # order; others only fill the page when too few match.
-            matches = p.features[:, QUERY_MATCH] > 0
-            order = np.lexsort((-row_scores, ~matches))[: min(params.top_k, n)]
-        else:
-            # Stable order on ties: score desc, then candidate order (retrieval priority).
-            order = np.argsort(-row_scores, kind="stable")[: min(params.top_k, n)]
-        items = tuple(
-            RankedItem(
-                item_id=index.ids[int(p.candidates.rows[j])],
-                score=round(float(row_scores[j]), 6),
-                source=p.candidates.sources[j],
-            )
-            for j in order.tolist()
-        )
-        event = p.event
-        out.append(
-            Recommendation(
-                event_id=event.event_id,
-                user_id=event.user_id,
-                kind="search" if event.type is EventType.SEARCH else "next_items",
-                items=items,
-                model_version=scorer.model_version,
-                event_time=event.event_time,
-                event_time_ms=event.event_time_ms,
-                query=event.query,
-            )
-        )
-    return out
+    """:meth:`Ranker.rank` without a long-lived ranker (tests, tools)."""
+    return Ranker(scorer, spec, params).rank(index, requests)

@@ -64,6 +64,8 @@ class Source:
     partition: int
     offset: int
     key: bytes | None
+    # The record's Kafka timestamp: how long it waited for us is what overload looks like.
+    timestamp_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +87,5 @@ class Recommendation:
     event_time: str
     event_time_ms: int
     query: str | None = None
+    degraded: bool = False
+    coalesced_into: str | None = None

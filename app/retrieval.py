@@ -1,7 +1,9 @@
-"""Candidate retrieval: similar items, query matches, favourite categories, popular fallback."""
+"""Candidate retrieval for a batch of events: query matches, similar items, favourite categories,
+popular fallback. The similarity search runs once for the whole batch."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,51 +16,141 @@ from app.text import tokenize
 
 # How many recent interactions shape the "similar items" profile, newest weighted most.
 PROFILE_DEPTH = 10
+_WEIGHTS = {n: np.linspace(0.5, 1.0, num=n, dtype=np.float32) for n in range(1, PROFILE_DEPTH + 1)}
+_NO_ROWS: NDArray[np.int32] = np.zeros(0, dtype=np.int32)
+_NO_MATCH: NDArray[np.float32] = np.zeros(0, dtype=np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One event to retrieve for: the user's state after it, the query's tokens (searches),
+    the user's favourite categories (strongest first) and their affinities scaled to [0, 1]."""
+
+    state: UserState
+    event: Event
+    tokens: tuple[str, ...]
+    top_categories: tuple[str, ...]
+    category_affinity: dict[str, float]
 
 
 @dataclass(frozen=True, slots=True)
 class Candidates:
-    """Catalog rows proposed for one event, with the retriever that proposed each first."""
+    """Catalog rows proposed for one event, the retriever that proposed each first, and the
+    fraction of the query's tokens each row's text contains (0 outside searches)."""
 
     rows: NDArray[np.int32]
     sources: tuple[str, ...]
-    query_tokens: tuple[str, ...]
+    query_match: NDArray[np.float32]
+
+
+def history_rows(index: CatalogIndex, state: UserState, depth: int) -> list[int]:
+    """Catalog rows of the user's last ``depth`` interactions still in the catalog, oldest first."""
+    row_of = index.row_of
+    return [row_of[i.item_id] for i in state.history[-depth:] if i.item_id in row_of]
 
 
 def user_profile(index: CatalogIndex, state: UserState) -> NDArray[np.float32] | None:
     """Recency-weighted mean vector of the user's last interactions still in the catalog."""
-    rows = [
-        index.row_of[i.item_id] for i in state.history[-PROFILE_DEPTH:] if i.item_id in index.row_of
-    ]
+    rows = history_rows(index, state, PROFILE_DEPTH)
     if not rows:
         return None
-    weights = np.linspace(0.5, 1.0, num=len(rows), dtype=np.float32)
-    profile = weights @ index.vectors[rows]
+    profile = _WEIGHTS[len(rows)] @ index.vectors[rows]
     norm = float(np.linalg.norm(profile))
     return (profile / norm).astype(np.float32) if norm > 0 else None
-
-
-def _top_rows(scores: NDArray[np.float32], k: int) -> NDArray[np.int32]:
-    if k >= scores.shape[0]:
-        order = np.argsort(-scores, kind="stable")
-    else:
-        part = np.argpartition(-scores, k)[:k]
-        order = part[np.argsort(-scores[part], kind="stable")]
-    return order.astype(np.int32)
 
 
 def query_matches(
     index: CatalogIndex, tokens: tuple[str, ...]
 ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
-    """Rows matching any query token and the fraction of tokens each matches."""
+    """Rows matching any query token (ascending) and the fraction of tokens each matches.
+
+    Each token contributes at most its posting list (the most popular items having it)."""
     if not tokens:
-        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
+        return _NO_ROWS, _NO_MATCH
     hits = [index.rows_for_token(t) for t in tokens]
-    joined = np.concatenate(hits) if hits else np.zeros(0, dtype=np.int32)
+    joined = np.concatenate(hits)
     if joined.size == 0:
-        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
+        return _NO_ROWS, _NO_MATCH
     rows, counts = np.unique(joined, return_counts=True)
     return rows.astype(np.int32), (counts / len(tokens)).astype(np.float32)
+
+
+def query_tokens(event: Event) -> tuple[str, ...]:
+    return tokenize(event.query) if event.type is EventType.SEARCH and event.query else ()
+
+
+def _match_of(
+    rows: NDArray[np.int32], match_rows: NDArray[np.int32], match: NDArray[np.float32]
+) -> NDArray[np.float32]:
+    if match_rows.size == 0 or rows.size == 0:
+        return np.zeros(rows.shape[0], dtype=np.float32)
+    pos = np.minimum(np.searchsorted(match_rows, rows), match_rows.size - 1)
+    return np.where(match_rows[pos] == rows, match[pos], 0.0).astype(np.float32)
+
+
+def _excluded(index: CatalogIndex, state: UserState, event: Event) -> set[int]:
+    row_of = index.row_of
+    excluded = {row_of[i] for i in state.purchased if i in row_of}
+    if event.type is not EventType.SEARCH and event.item_id in row_of:
+        excluded.add(row_of[event.item_id])
+    return excluded
+
+
+def _assemble(
+    index: CatalogIndex,
+    request: Request,
+    excluded: set[int],
+    similar: NDArray[np.int32] | None,
+    limit: int,
+) -> Candidates:
+    chosen: dict[int, str] = {}
+
+    def take(rows: NDArray[np.int32], source: str, quota: int) -> None:
+        # Only a bounded prefix is ever looked at: the quota plus what may be skipped.
+        for row in rows[: quota + len(excluded) + len(chosen)].tolist():
+            if len(chosen) >= limit or quota <= 0:
+                return
+            if row >= 0 and row not in excluded and row not in chosen:
+                chosen[row] = source
+                quota -= 1
+
+    tokens = request.tokens
+    match_rows, match = query_matches(index, tokens)
+    if match_rows.size:
+        # Best-matching first, popularity breaking ties, so a broad query keeps good items.
+        order = np.lexsort((-index.popularity[match_rows], -match))
+        take(match_rows[order], "query", limit)
+    if similar is not None:
+        take(similar, "similar", limit // 2 if not tokens else limit // 4)
+    top = request.top_categories
+    for category in top:
+        take(index.rows_for_category(category), "category", limit // (2 * max(1, len(top))))
+    take(index.popular_rows, "popular", limit)
+    rows = np.fromiter(chosen.keys(), dtype=np.int32, count=len(chosen))
+    return Candidates(
+        rows=rows, sources=tuple(chosen.values()), query_match=_match_of(rows, match_rows, match)
+    )
+
+
+def retrieve_batch(
+    index: CatalogIndex, requests: Sequence[Request], *, limit: int, similar: bool = True
+) -> list[Candidates]:
+    """Up to ``limit`` distinct active rows per request, excluding purchases (and, for
+    next-items, the item the event is about). Searches take query matches first; all then fill
+    with similar items (one nearest-neighbour search for the batch, skipped when ``similar`` is
+    false), the user's favourite categories and popular items."""
+    excluded = [_excluded(index, r.state, r.event) for r in requests]
+    nearest: list[NDArray[np.int32] | None] = [None] * len(requests)
+    if similar and len(index):
+        profiles = [user_profile(index, r.state) for r in requests]
+        wanted = [i for i, p in enumerate(profiles) if p is not None]
+        if wanted:
+            k = min(len(index), limit + max(len(excluded[i]) for i in wanted))
+            queries = np.stack([profiles[i] for i in wanted])  # type: ignore[misc]
+            found, _scores = index.neighbours.search(queries, k)
+            for j, i in enumerate(wanted):
+                nearest[i] = found[j]
+    return [_assemble(index, r, excluded[i], nearest[i], limit) for i, r in enumerate(requests)]
 
 
 def retrieve(
@@ -69,38 +161,6 @@ def retrieve(
     limit: int,
     top_categories: tuple[str, ...],
 ) -> Candidates:
-    """Up to ``limit`` distinct active rows, excluding purchases (and, for next-items, the item
-    the event is about). Search events retrieve query matches first; both kinds then fill with
-    similar items, the user's favourite categories and popular items."""
-    excluded = {index.row_of[i] for i in state.purchased if i in index.row_of}
-    if event.type is not EventType.SEARCH and event.item_id in index.row_of:
-        excluded.add(index.row_of[event.item_id])
-    chosen: dict[int, str] = {}
-
-    def take(rows: NDArray[np.int32], source: str, quota: int) -> None:
-        for row in rows.tolist():
-            if len(chosen) >= limit or quota <= 0:
-                return
-            if row not in excluded and row not in chosen:
-                chosen[row] = source
-                quota -= 1
-
-    tokens = tokenize(event.query) if event.type is EventType.SEARCH and event.query else ()
-    profile = user_profile(index, state)
-    if tokens:
-        rows, match = query_matches(index, tokens)
-        # Best-matching first, popularity breaking ties, so a broad query keeps good items.
-        order = np.lexsort((-index.popularity[rows], -match)) if rows.size else rows
-        take(rows[order], "query", limit)
-    if profile is not None and len(index):
-        similar = _top_rows(index.vectors @ profile, min(len(index), limit + len(excluded)))
-        take(similar, "similar", limit // 2 if not tokens else limit // 4)
-    for category in top_categories:
-        take(
-            index.rows_for_category(category),
-            "category",
-            limit // (2 * max(1, len(top_categories))),
-        )
-    take(index.popular_rows[: limit + len(excluded)], "popular", limit)
-    rows_out = np.fromiter(chosen.keys(), dtype=np.int32, count=len(chosen))
-    return Candidates(rows=rows_out, sources=tuple(chosen.values()), query_tokens=tokens)
+    """:func:`retrieve_batch` for one event."""
+    request = Request(state, event, query_tokens(event), top_categories, {})
+    return retrieve_batch(index, [request], limit=limit)[0]

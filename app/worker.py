@@ -10,7 +10,7 @@ import faust
 from confluent_kafka import Producer
 
 from app.agents import events as events_agent
-from app.catalog import Catalog
+from app.catalog import Catalog, index_options
 from app.catalog_follower import CatalogFollower
 from app.codec import encode_dead_letter
 from app.health import Health, serve
@@ -87,7 +87,10 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
     server = serve(health, metrics, settings.http_host, settings.http_port)
 
     model = load_package(
-        settings.model_path, variant=settings.model_variant, threads=settings.onnx_threads
+        settings.model_path,
+        variant=settings.model_variant,
+        threads=settings.onnx_threads,
+        device=settings.model_device,
     )
     if settings.history_size < model.spec.max_len:
         log.warning(
@@ -114,7 +117,7 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
         dlq.produce(settings.topic_dead_letters, key=source.key, value=value)
         dlq.poll(0)
 
-    catalog = Catalog(model_vectorizer(model.encoder, model.spec))
+    catalog = Catalog(model_vectorizer(model.encoder, model.spec), index_options(settings))
     follower = CatalogFollower(settings, catalog, metrics, dead_letter)
     follower.preload()
     follower.start()

@@ -71,7 +71,7 @@ def item_factory() -> Callable[..., Item]:
 
 @pytest.fixture(scope="session")
 def model() -> LoadedModel:
-    """The default model package, as the worker loads it (CPU: the INT8 ranker)."""
+    """The default model package, as the worker loads it (CPU: the FP32 ranker)."""
     return load_package(MODEL)
 
 

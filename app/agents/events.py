@@ -1,19 +1,27 @@
-"""The events agent: read a record, call the processor, write the table, emit outputs."""
+"""The events agent: take a micro-batch, call the processor, write the table, emit outputs."""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import faust
-from faust.types import TableT
+from faust.types import EventT, TableT
 
-from app.processor import DEAD_LETTERS, FEEDBACK, RECOMMENDATIONS, Outcome, Processor
+from app.processor import DEAD_LETTERS, FEEDBACK, RECOMMENDATIONS, BatchResult, Processor
 from app.records import Source
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+# Degradation is logged at most this often; the metrics count every event.
+_WARN_EVERY_S = 10.0
+
+
+def source_of(event: EventT[bytes]) -> Source:
+    msg = event.message
+    return Source(msg.topic, msg.partition, msg.offset, msg.key, int(msg.timestamp * 1000))
 
 
 def register(
@@ -21,45 +29,79 @@ def register(
 ) -> None:
     """Attach the events agent to ``app``; ``topics`` maps roles to faust topics."""
     processor: Processor = runtime.processor
+    settings = runtime.settings
     metrics = runtime.metrics
     outputs = {
         RECOMMENDATIONS: topics[RECOMMENDATIONS],
         FEEDBACK: topics[FEEDBACK],
         DEAD_LETTERS: topics[DEAD_LETTERS],
     }
+    warned = {"at": 0.0, "degraded": 0}
 
-    async def emit(outcome: Outcome) -> None:
-        for out in outcome.outputs:
-            await outputs[out.role].send(key=out.key, value=out.value)
-
-    def record(outcome: Outcome, started: float) -> None:
-        event = outcome.event
-        kind = event.type.value if event is not None else "invalid"
-        metrics.events.labels(kind, outcome.status).inc()
-        if outcome.error is not None:
-            metrics.dead_letters.labels(outcome.error.value).inc()
-        if outcome.state_reset:
-            metrics.state_resets.inc()
-        rec = outcome.recommendation
-        if rec is not None:
-            metrics.recommendations.labels(rec.kind).inc()
-            metrics.end_to_end.labels(rec.kind).observe(
-                max(0.0, (time.time_ns() // 1_000_000 - rec.event_time_ms) / 1000.0)
-            )
-            metrics.batch_size.observe(1)
-            metrics.scoring.observe(outcome.ranking_s)
+    def record(result: BatchResult, started: float) -> None:
+        now_ms = time.time_ns() // 1_000_000
+        for outcome in result.outcomes:
+            event = outcome.event
+            kind = event.type.value if event is not None else "invalid"
+            metrics.events.labels(kind, outcome.status).inc()
+            if outcome.error is not None:
+                metrics.dead_letters.labels(outcome.error.value).inc()
+            if outcome.state_reset:
+                metrics.state_resets.inc()
+            rec = outcome.recommendation
+            if rec is not None:
+                metrics.recommendations.labels(rec.kind).inc()
+                metrics.end_to_end.labels(rec.kind).observe(
+                    max(0.0, (now_ms - rec.event_time_ms) / 1000.0)
+                )
+        metrics.batch_size.observe(len(result.outcomes))
+        if result.ranked:
+            metrics.model_batch_size.observe(result.ranked)
+            metrics.scoring.observe(result.ranking_s)
+        metrics.degraded.inc(result.degraded)
+        metrics.coalesced.inc(result.coalesced)
+        metrics.behind.set(result.oldest_age_ms / 1000.0)
         metrics.processing.observe(time.perf_counter() - started)
+        if result.degraded:
+            warned["degraded"] += result.degraded
+            if time.monotonic() - warned["at"] >= _WARN_EVERY_S:
+                log.warning(
+                    "behind by %.1f s: %d events answered by the cheap path since the last "
+                    "warning (deadline %.0f ms)",
+                    result.oldest_age_ms / 1000.0,
+                    warned["degraded"],
+                    settings.deadline_ms,
+                )
+                warned["at"], warned["degraded"] = time.monotonic(), 0
 
     @app.agent(topics["events"], name="liverank.events")
     async def process_events(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
+        # take_events() acks a batch's events only after this body has handled it, so offsets
+        # are committed after the outputs were handed to the producer (which faust flushes
+        # before every commit): at-least-once.
+        # StreamT does not declare take_events(); faust's Stream, which agents get, has it.
+        concrete = cast(faust.Stream[bytes], stream)
+        batches = concrete.take_events(settings.batch_max_events, settings.batch_wait_ms / 1000.0)
+        async for batch in batches:
             started = time.perf_counter()
-            msg = event.message
-            source = Source(msg.topic, msg.partition, msg.offset, msg.key)
-            outcome = processor.handle(msg.value, source, table.get)
-            if outcome.state is not None and outcome.user_id is not None:
-                table[outcome.user_id.encode("utf-8")] = outcome.state
-            await emit(outcome)
-            record(outcome, started)
+            now_ms = time.time_ns() // 1_000_000
+            sources = [source_of(e) for e in batch]
+            for source in sources:
+                if source.timestamp_ms is not None:
+                    metrics.queue_age.observe(max(0, now_ms - source.timestamp_ms) / 1000.0)
+            result = processor.handle_batch(
+                [(e.message.value, s) for e, s in zip(batch, sources, strict=True)], table.get
+            )
+            for event, outcome in zip(batch, result.outcomes, strict=True):
+                if outcome.state is not None and outcome.user_id is not None:
+                    # A table write needs "the current event": its partition picks the
+                    # changelog and RocksDB partition. take_events() leaves none set in this
+                    # task (faust issue 497), so name the record this state came from.
+                    concrete._set_current_event(event)
+                    table[outcome.user_id.encode("utf-8")] = outcome.state
+            for outcome in result.outcomes:
+                for out in outcome.outputs:
+                    await outputs[out.role].send(key=out.key, value=out.value)
+            record(result, started)
 
     _ = process_events

@@ -176,29 +176,68 @@ class OnnxItemEncoder:
         return np.concatenate(out)
 
 
+def _cuda_available() -> bool:
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def resolve_device(device: str) -> str:
+    """``cuda`` or ``cpu`` for a requested device; a CUDA request without a usable GPU falls
+    back to the CPU, with a warning in the log."""
+    if device not in ("auto", "cuda", "cpu"):
+        raise ModelContractError(f"model device must be auto, cuda or cpu, got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    if _cuda_available():
+        return "cuda"
+    if device == "cuda":
+        log.warning(
+            "model_device=cuda but onnxruntime offers %s (install the gpu extra, "
+            "onnxruntime-gpu, on a machine with a GPU); running on the CPU",
+            ort.get_available_providers(),
+        )
+    return "cpu"
+
+
 class OnnxRanker:
-    """The ranker behind the ``Scorer`` seam; the variant picks FP32, INT8 (CPU) or FP16 (GPU)."""
+    """The ranker behind the ``Scorer`` seam; the variant picks FP32, INT8 (CPU) or FP16 (GPU).
+
+    On CUDA the inputs are bound with IO binding: each batch is copied to the GPU once and the
+    scores come back once, with no intermediate host copies inside ONNX Runtime.
+    """
 
     def __init__(
-        self, package: Path, spec: ModelSpec, manifest: dict[str, Any], variant: str, threads: int
+        self,
+        package: Path,
+        spec: ModelSpec,
+        manifest: dict[str, Any],
+        variant: str,
+        threads: int,
+        device: str = "auto",
     ) -> None:
         if variant not in VARIANTS:
             raise ModelContractError(f"model variant must be one of {VARIANTS}, got {variant!r}")
-        cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+        device = resolve_device(device)
         if variant == "auto":
-            variant = "fp16" if cuda else "int8"
+            # FP32 on the CPU: INT8's dynamic quantization scales activations per call, so a
+            # batch's neighbours would nudge an event's scores; FP32 ranks the same batched
+            # or alone (tests/unit/test_batching.py).
+            variant = "fp16" if device == "cuda" else "fp32"
+        if variant == "fp16" and device == "cpu":
+            log.warning("FP16 model requested without CUDA; running it on CPU (slow)")
         providers = (
             ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            if cuda and variant == "fp16"
+            if device == "cuda"
             else ["CPUExecutionProvider"]
         )
-        if variant == "fp16" and not cuda:
-            log.warning("FP16 model requested without CUDA; running it on CPU (slow)")
         path = package / manifest["files"]["ranker"][variant]
         self.spec = spec
         self.variant = variant
         self._session = _session(path, threads, providers)
         self.providers: list[str] = list(self._session.get_providers())
+        self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+        if device == "cuda" and self.device != "cuda":
+            log.warning("the CUDA provider failed to load; running the ranker on the CPU")
+        self._binding = self._session.io_binding() if self.device == "cuda" else None
         n_user, n_cand = len(USER_FEATURES), len(CANDIDATE_FEATURES)
         _check_io(
             path,
@@ -220,17 +259,29 @@ class OnnxRanker:
         return self.spec.version
 
     def score(self, inputs: RankInputs) -> NDArray[np.float32]:
-        scores, _user = self._session.run(list(RANKER_OUTPUTS), inputs.feed())
-        return np.asarray(scores, dtype=np.float32)
+        binding = self._binding
+        if binding is None:
+            scores, _user = self._session.run(list(RANKER_OUTPUTS), inputs.feed())
+            return np.asarray(scores, dtype=np.float32)
+        binding.clear_binding_inputs()
+        binding.clear_binding_outputs()
+        for name, array in inputs.feed().items():
+            binding.bind_cpu_input(name, array)
+        for name in RANKER_OUTPUTS:
+            binding.bind_output(name, "cuda", 0)
+        self._session.run_with_iobinding(binding)
+        return np.asarray(binding.get_outputs()[0].numpy(), dtype=np.float32)
 
-    def warm_up(self) -> None:
-        """Run typical shapes once so the first event does not pay for allocation."""
-        for batch, cands in ((1, 200), (16, 200), (1, 1)):
+    def warm_up(self, batch_sizes: tuple[int, ...] = (1, 16, 64, 256), width: int = 200) -> None:
+        """Run typical shapes once so the first events do not pay for allocation (and, on CUDA,
+        for kernel selection)."""
+        for batch, cands in ((b, width) for b in batch_sizes):
             scores = self.score(RankInputs.zeros(self.spec, batch, cands))
             if scores.shape != (batch, cands):
                 raise ModelContractError(
                     f"scores must be [batch, candidates], got {scores.shape} for {(batch, cands)}"
                 )
+        self.score(RankInputs.zeros(self.spec, 1, 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,10 +291,12 @@ class LoadedModel:
     ranker: OnnxRanker
 
 
-def load_package(path: Path, *, variant: str = "auto", threads: int = 1) -> LoadedModel:
+def load_package(
+    path: Path, *, variant: str = "auto", threads: int = 1, device: str = "auto"
+) -> LoadedModel:
     """Load, check and warm up a model package; raises ModelContractError saying what is wrong."""
     spec, manifest = read_spec(path)
     encoder = OnnxItemEncoder(path / manifest["files"]["item_encoder"], spec, threads)
-    ranker = OnnxRanker(path, spec, manifest, variant, threads)
+    ranker = OnnxRanker(path, spec, manifest, variant, threads, device)
     ranker.warm_up()
     return LoadedModel(spec, encoder, ranker)

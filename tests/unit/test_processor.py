@@ -11,7 +11,7 @@ import pytest
 from app.catalog import Catalog
 from app.codec import encode_event
 from app.processor import DEAD_LETTERS, FEEDBACK, RECOMMENDATIONS, Outcome, Processor
-from app.records import Event, Source
+from app.records import DeadLetterError, Event, Source
 from app.scoring.base import RankInputs
 from app.scoring.package import LoadedModel
 from app.settings import Settings
@@ -127,9 +127,18 @@ def test_scoring_failure_becomes_dead_letter(
     harness = Harness(Processor(music_catalog, Broken(), model.spec, settings))
     raw = encode_event(event_factory("click", item_id="jazz-0"))
     outcome = harness.send(raw)
-    assert outcome.status == "dead_letter"
+    # The event is applied to state (so a replay is deduplicated), and dead-lettered because
+    # it got no recommendation.
+    assert outcome.error is DeadLetterError.PROCESSING_ERROR
+    assert [o.role for o in outcome.outputs] == [DEAD_LETTERS, FEEDBACK]
     letter = orjson.loads(outcome.outputs[0].value)
     assert letter["error"] == "processing_error" and "GPU fell off" in letter["reason"]
-    assert harness.store == {}  # state is not half-applied
+    assert len(decode_state(harness.store[b"u1"]).history) == 1
     ok = harness.send(encode_event(event_factory("view", item_id="jazz-1")))  # and it goes on
     assert ok.status == "processed"
+    # Replaying the dead letter once the model works: its recommendation, no double count.
+    fixed = Harness(Processor(music_catalog, model.ranker, model.spec, settings))
+    fixed.store = harness.store
+    replay = fixed.send(raw)
+    assert replay.status == "duplicate" and replay.recommendation is not None
+    assert len(decode_state(fixed.store[b"u1"]).history) == 2

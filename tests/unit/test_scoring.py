@@ -18,7 +18,7 @@ from tests.conftest import MODEL
 
 def test_shipped_package_meets_contract(model: LoadedModel) -> None:
     assert model.spec.version and model.spec.item_index
-    assert model.ranker.variant in {"int8", "fp16"}  # auto: INT8 on CPU, FP16 on CUDA
+    assert model.ranker.variant in {"fp32", "fp16"}  # auto: FP32 on CPU, FP16 on CUDA
     inputs = RankInputs.zeros(model.spec, 3, 17)
     rng = np.random.default_rng(0)
     inputs.candidate_vectors[:] = rng.standard_normal(inputs.candidate_vectors.shape)
