@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
@@ -58,12 +59,14 @@ def parse_time_ms(value: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
+@functools.lru_cache(maxsize=1024)
 def format_time_ms(ms: int) -> str:
     """RFC 3339 UTC with milliseconds, as every emitted record writes times.
 
     >>> format_time_ms(0)
     '1970-01-01T00:00:00.000Z'
     """
+    # Cached: a micro-batch stamps all its records with the same emit time.
     moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 

@@ -33,8 +33,12 @@ def build_faust_app(settings: Settings) -> faust.App:
         web_enabled=False,
         key_serializer="raw",
         value_serializer="raw",
-        # Faust's default 2.8 s commit interval; flushes the producer before each commit.
-        broker_commit_every=1000,
+        # Commits flush the producers first (at-least-once). Faust commits inline in its fetch
+        # loop every broker_commit_every acked events, which stalls consumption while the
+        # flush runs; commit on the interval instead (a background task), and by count only
+        # as a backstop.
+        broker_commit_interval=settings.commit_interval_s,
+        broker_commit_every=100_000,
         producer_acks=-1,
         producer_linger_ms=1,
         consumer_auto_offset_reset="earliest",

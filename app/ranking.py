@@ -106,8 +106,15 @@ class Ranker:
         self.spec = spec
         self.params = params
         self._buffers = _Buffers(spec)
+        self._seen = np.zeros(0, dtype=np.bool_)
         # Searches repeat (popular queries): tokenize and hash each distinct text once.
         self.query = functools.lru_cache(maxsize=query_cache_size)(self._parse_query)
+
+    def _scratch(self, index: CatalogIndex) -> NDArray[np.bool_]:
+        # Reused by every batch (one thread ranks); reallocated only when the catalog grows.
+        if self._seen.shape[0] < len(index):
+            self._seen = np.zeros(len(index), dtype=np.bool_)
+        return self._seen
 
     def _parse_query(self, text: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
         tokens = tokenize(text)
@@ -176,7 +183,9 @@ class Ranker:
         if not batch:
             return []
         requests = [self._request(state, event) for state, event in batch]
-        candidates = retrieve_batch(index, requests, limit=self.params.candidates)
+        candidates = retrieve_batch(
+            index, requests, limit=self.params.candidates, scratch=self._scratch(index)
+        )
         scores = self.scorer.score(self.inputs(index, requests, candidates))
         return [
             self._recommendation(
@@ -192,7 +201,9 @@ class Ranker:
         popular items in the user's favourite categories, then popular items; the score is the
         item's popularity. Marked ``degraded``."""
         requests = [self._request(state, event) for state, event in batch]
-        candidates = retrieve_batch(index, requests, limit=self.params.top_k, similar=False)
+        candidates = retrieve_batch(
+            index, requests, limit=self.params.top_k, similar=False, scratch=self._scratch(index)
+        )
         return [
             dataclasses.replace(
                 self._recommendation(index, r, c, index.popularity[c.rows], FALLBACK_VERSION),
@@ -220,13 +231,12 @@ class Ranker:
             # Stable order on ties: score desc, then candidate order (retrieval priority).
             order = np.argsort(-row_scores, kind="stable")[:top_k]
         ids = index.ids
+        rows = cands.rows[order].tolist()
+        scores = np.round(row_scores[order].astype(np.float64), 6).tolist()
+        sources = cands.sources
         items = tuple(
-            RankedItem(
-                item_id=ids[int(cands.rows[j])],
-                score=round(float(row_scores[j]), 6),
-                source=cands.sources[j],
-            )
-            for j in order.tolist()
+            RankedItem(item_id=ids[row], score=score, source=sources[j])
+            for row, score, j in zip(rows, scores, order.tolist(), strict=True)
         )
         return Recommendation(
             event_id=event.event_id,

@@ -3,6 +3,7 @@ popular fallback. The similarity search runs once for the whole batch."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -88,69 +89,100 @@ def _match_of(
     return np.where(match_rows[pos] == rows, match[pos], 0.0).astype(np.float32)
 
 
-def _excluded(index: CatalogIndex, state: UserState, event: Event) -> set[int]:
+def _excluded(index: CatalogIndex, state: UserState, event: Event) -> NDArray[np.int32]:
     row_of = index.row_of
-    excluded = {row_of[i] for i in state.purchased if i in row_of}
+    rows = [row_of[i] for i in state.purchased if i in row_of]
     if event.type is not EventType.SEARCH and event.item_id in row_of:
-        excluded.add(row_of[event.item_id])
-    return excluded
+        rows.append(row_of[event.item_id])
+    return np.array(rows, dtype=np.int32)
 
 
 def _assemble(
     index: CatalogIndex,
     request: Request,
-    excluded: set[int],
+    excluded: NDArray[np.int32],
     similar: NDArray[np.int32] | None,
     limit: int,
+    seen: NDArray[np.bool_],
 ) -> Candidates:
-    chosen: dict[int, str] = {}
+    """Fill up to ``limit`` rows source by source, each up to its quota of rows not yet taken.
+
+    ``seen`` is a scratch mask over the catalog's rows, all False on entry and on return: it
+    makes "not excluded, not taken yet" one vectorized lookup per source."""
+    parts: list[NDArray[np.int32]] = []
+    labels: list[tuple[str, int]] = []
+    total = 0
 
     def take(rows: NDArray[np.int32], source: str, quota: int) -> None:
-        # Only a bounded prefix is ever looked at: the quota plus what may be skipped.
-        for row in rows[: quota + len(excluded) + len(chosen)].tolist():
-            if len(chosen) >= limit or quota <= 0:
-                return
-            if row >= 0 and row not in excluded and row not in chosen:
-                chosen[row] = source
-                quota -= 1
+        nonlocal total
+        quota = min(quota, limit - total)
+        if quota <= 0 or rows.size == 0:
+            return
+        # Only a bounded prefix can matter: the quota plus the rows that may be skipped.
+        head = rows[: quota + excluded.size + total]
+        head = head[head >= 0]  # similarity search pads with -1
+        fresh = head[~seen[head]][:quota]
+        if fresh.size:
+            seen[fresh] = True
+            parts.append(fresh)
+            labels.append((source, int(fresh.size)))
+            total += int(fresh.size)
 
     tokens = request.tokens
     match_rows, match = query_matches(index, tokens)
-    if match_rows.size:
-        # Best-matching first, popularity breaking ties, so a broad query keeps good items.
-        order = np.lexsort((-index.popularity[match_rows], -match))
-        take(match_rows[order], "query", limit)
-    if similar is not None:
-        take(similar, "similar", limit // 2 if not tokens else limit // 4)
-    top = request.top_categories
-    for category in top:
-        take(index.rows_for_category(category), "category", limit // (2 * max(1, len(top))))
-    take(index.popular_rows, "popular", limit)
-    rows = np.fromiter(chosen.keys(), dtype=np.int32, count=len(chosen))
-    return Candidates(
-        rows=rows, sources=tuple(chosen.values()), query_match=_match_of(rows, match_rows, match)
-    )
+    seen[excluded] = True
+    try:
+        if match_rows.size:
+            # Best-matching first, popularity breaking ties, so a broad query keeps good items.
+            order = np.lexsort((-index.popularity[match_rows], -match))
+            take(match_rows[order], "query", limit)
+        if similar is not None:
+            take(similar, "similar", limit // 2 if not tokens else limit // 4)
+        top = request.top_categories
+        for category in top:
+            take(index.rows_for_category(category), "category", limit // (2 * max(1, len(top))))
+        take(index.popular_rows, "popular", limit)
+    finally:
+        for part in parts:
+            seen[part] = False
+        seen[excluded] = False
+    rows = np.concatenate(parts) if parts else _NO_ROWS
+    sources = tuple(itertools.chain.from_iterable(itertools.repeat(s, n) for s, n in labels))
+    return Candidates(rows=rows, sources=sources, query_match=_match_of(rows, match_rows, match))
 
 
 def retrieve_batch(
-    index: CatalogIndex, requests: Sequence[Request], *, limit: int, similar: bool = True
+    index: CatalogIndex,
+    requests: Sequence[Request],
+    *,
+    limit: int,
+    similar: bool = True,
+    scratch: NDArray[np.bool_] | None = None,
 ) -> list[Candidates]:
     """Up to ``limit`` distinct active rows per request, excluding purchases (and, for
     next-items, the item the event is about). Searches take query matches first; all then fill
     with similar items (one nearest-neighbour search for the batch, skipped when ``similar`` is
-    false), the user's favourite categories and popular items."""
+    false), the user's favourite categories and popular items.
+
+    ``scratch``: an all-False bool array of at least ``len(index)`` rows to reuse (it is left
+    all False); without it one is allocated."""
+    seen = scratch if scratch is not None else np.zeros(len(index), dtype=np.bool_)
+    if seen.shape[0] < len(index):
+        raise ValueError(f"scratch has {seen.shape[0]} rows, the index {len(index)}")
     excluded = [_excluded(index, r.state, r.event) for r in requests]
     nearest: list[NDArray[np.int32] | None] = [None] * len(requests)
     if similar and len(index):
         profiles = [user_profile(index, r.state) for r in requests]
         wanted = [i for i, p in enumerate(profiles) if p is not None]
         if wanted:
-            k = min(len(index), limit + max(len(excluded[i]) for i in wanted))
+            k = min(len(index), limit + max(excluded[i].size for i in wanted))
             queries = np.stack([profiles[i] for i in wanted])  # type: ignore[misc]
             found, _scores = index.neighbours.search(queries, k)
             for j, i in enumerate(wanted):
                 nearest[i] = found[j]
-    return [_assemble(index, r, excluded[i], nearest[i], limit) for i, r in enumerate(requests)]
+    return [
+        _assemble(index, r, excluded[i], nearest[i], limit, seen) for i, r in enumerate(requests)
+    ]
 
 
 def retrieve(

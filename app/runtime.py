@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from app.catalog import Catalog
 from app.health import Health
 from app.metrics import Metrics
+from app.outputs import OutputProducer
 from app.processor import Processor
 from app.settings import Settings
 
@@ -18,3 +19,4 @@ class Runtime:
     processor: Processor
     metrics: Metrics
     health: Health
+    outputs: OutputProducer

@@ -20,6 +20,16 @@ class SettingsError(ValueError):
     """A ``LIVERANK_*`` variable could not be turned into a valid setting."""
 
 
+# Python's level names, and faust's (its CLI accepts only these spellings).
+LOG_LEVELS = {
+    "debug": "debug",
+    "info": "info",
+    "warning": "warn",
+    "error": "error",
+    "critical": "crit",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the worker can be configured with; each field maps to ``LIVERANK_<NAME>``."""
@@ -93,6 +103,9 @@ class Settings:
         "Events older than this when ranked get the cheap popularity path (counted in "
         "liverank_degraded_total); 0 turns it off.",
     )
+    commit_interval_s: float = _field(
+        1.0, "How often offsets are committed (after flushing outputs and state), seconds."
+    )
     query_cache_size: int = _field(4096, "Distinct queries whose tokens and term ids are cached.")
     ann_exact_below: int = _field(
         50_000, "Catalogs smaller than this use exact similarity search; larger ones an IVF index."
@@ -108,7 +121,7 @@ class Settings:
     catalog_preload_timeout_s: float = _field(
         120.0, "How long start-up may take to read the catalog, seconds."
     )
-    log_level: str = _field("info", "Worker log level.")
+    log_level: str = _field("info", "Worker log level: debug, info, warning, error or critical.")
 
     def __post_init__(self) -> None:
         if self.processing_guarantee != "at_least_once":
@@ -142,8 +155,14 @@ class Settings:
             raise SettingsError(
                 f"candidates ({self.candidates}) must be at least top_k ({self.top_k})"
             )
+        if self.commit_interval_s <= 0:
+            raise SettingsError("commit_interval_s must be positive")
         if self.batch_wait_ms < 0 or self.deadline_ms < 0 or self.ann_nprobe < 0:
             raise SettingsError("batch_wait_ms, deadline_ms and ann_nprobe must not be negative")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise SettingsError(
+                f"log_level must be one of {sorted(LOG_LEVELS)}, not {self.log_level!r}"
+            )
         if self.model_device not in ("auto", "cuda", "cpu"):
             raise SettingsError(
                 f"model_device must be auto, cuda or cpu, not {self.model_device!r}"

@@ -17,12 +17,13 @@ from app.health import Health, serve
 from app.kafka_config import client_config
 from app.main import build_faust_app
 from app.metrics import Metrics
+from app.outputs import FlushBeforeCommit, OutputProducer
 from app.processor import DEAD_LETTERS, FEEDBACK, RECOMMENDATIONS, Processor, wall_clock_ms
 from app.ranking import model_vectorizer
 from app.records import DeadLetterError, Source
 from app.runtime import Runtime
 from app.scoring.package import load_package
-from app.settings import Settings
+from app.settings import LOG_LEVELS, Settings
 from app.tables import user_state_table
 
 log = logging.getLogger(__name__)
@@ -42,14 +43,14 @@ def build_worker(settings: Settings, runtime: Runtime) -> faust.App:
             partitions=partitions,
         )
 
-    topics = {
-        "events": raw_topic(settings.topic_events, settings.partitions),
-        RECOMMENDATIONS: raw_topic(settings.topic_recommendations, settings.partitions),
-        FEEDBACK: raw_topic(settings.topic_feedback, settings.partitions),
-        DEAD_LETTERS: raw_topic(settings.topic_dead_letters, 1),
-    }
+    events = raw_topic(settings.topic_events, settings.partitions)
     table = user_state_table(app, settings)
-    events_agent.register(app, runtime, table, topics)
+    # Table writes go to the changelog through faust's producer buffer, which holds up the
+    # stream whenever more than max_messages (100 by default) wait: a micro-batch writes up to
+    # one state per user, so let a few batches' worth wait instead.
+    app.producer.buffer.max_messages = max(100, 4 * settings.batch_max_events)
+    app.sensors.add(FlushBeforeCommit(runtime.outputs))
+    events_agent.register(app, runtime, table, events)
     health = runtime.health
 
     def update_recovered() -> None:
@@ -123,21 +124,31 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
     follower.start()
     health.set("catalog", True)
 
+    outputs = OutputProducer(
+        settings,
+        {
+            RECOMMENDATIONS: settings.topic_recommendations,
+            FEEDBACK: settings.topic_feedback,
+            DEAD_LETTERS: settings.topic_dead_letters,
+        },
+    )
     runtime = Runtime(
         settings=settings,
         catalog=catalog,
         processor=Processor(catalog, model.ranker, model.spec, settings),
         metrics=metrics,
         health=health,
+        outputs=outputs,
     )
     app = build_worker(settings, runtime)
     # Faust's CLI parses argv; run its `worker` command with our log level. Its --with-web
     # default would override web_enabled=False and serve /table on port 6066.
-    level = loglevel or settings.log_level
+    level = LOG_LEVELS.get((loglevel or settings.log_level).lower(), "info")
     sys.argv = [sys.argv[0], "worker", "--without-web", "--loglevel", level]
     try:
         app.main()
     finally:
         follower.stop()
+        outputs.close()
         dlq.flush(10)
         server.shutdown()

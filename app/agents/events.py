@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, cast
+from typing import cast
 
 import faust
 from faust.types import EventT, TableT
 
-from app.processor import DEAD_LETTERS, FEEDBACK, RECOMMENDATIONS, BatchResult, Processor
+from app.processor import BatchResult, Processor
 from app.records import Source
 from app.runtime import Runtime
 
@@ -25,17 +25,13 @@ def source_of(event: EventT[bytes]) -> Source:
 
 
 def register(
-    app: faust.App, runtime: Runtime, table: TableT[bytes, bytes], topics: dict[str, Any]
+    app: faust.App, runtime: Runtime, table: TableT[bytes, bytes], events: faust.TopicT
 ) -> None:
-    """Attach the events agent to ``app``; ``topics`` maps roles to faust topics."""
+    """Attach the events agent, reading ``events``, to ``app``."""
     processor: Processor = runtime.processor
     settings = runtime.settings
     metrics = runtime.metrics
-    outputs = {
-        RECOMMENDATIONS: topics[RECOMMENDATIONS],
-        FEEDBACK: topics[FEEDBACK],
-        DEAD_LETTERS: topics[DEAD_LETTERS],
-    }
+    outputs = runtime.outputs
     warned = {"at": 0.0, "degraded": 0}
 
     def record(result: BatchResult, started: float) -> None:
@@ -74,11 +70,11 @@ def register(
                 )
                 warned["at"], warned["degraded"] = time.monotonic(), 0
 
-    @app.agent(topics["events"], name="liverank.events")
+    @app.agent(events, name="liverank.events")
     async def process_events(stream: faust.StreamT[bytes]) -> None:
-        # take_events() acks a batch's events only after this body has handled it, so offsets
-        # are committed after the outputs were handed to the producer (which faust flushes
-        # before every commit): at-least-once.
+        # take_events() acks a batch's events only after this body has handed the batch's
+        # outputs to the producer; every commit first flushes it (FlushBeforeCommit) and
+        # faust's own producer (state changelog): at-least-once.
         # StreamT does not declare take_events(); faust's Stream, which agents get, has it.
         concrete = cast(faust.Stream[bytes], stream)
         batches = concrete.take_events(settings.batch_max_events, settings.batch_wait_ms / 1000.0)
@@ -99,9 +95,7 @@ def register(
                     # task (faust issue 497), so name the record this state came from.
                     concrete._set_current_event(event)
                     table[outcome.user_id.encode("utf-8")] = outcome.state
-            for outcome in result.outcomes:
-                for out in outcome.outputs:
-                    await outputs[out.role].send(key=out.key, value=out.value)
+            outputs.produce(out for outcome in result.outcomes for out in outcome.outputs)
             record(result, started)
 
     _ = process_events

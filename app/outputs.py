@@ -1,0 +1,109 @@
+"""Producing a micro-batch's records (recommendations, feedback, dead letters) with librdkafka.
+
+Faust's own send path costs tens of microseconds of event-loop time per record; librdkafka
+batches and sends from its own threads. At-least-once: the agent hands a batch's records over
+before the batch is acked, and :class:`FlushBeforeCommit` makes every faust commit wait until
+the broker has all of them, before faust picks the offsets to commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import faust
+from confluent_kafka import KafkaError, Message, Producer
+from faust.types import ConsumerT
+
+from app.kafka_config import client_config
+from app.processor import Output
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(RuntimeError):
+    """The broker did not take some records; the batch must not be acknowledged."""
+
+
+class OutputProducer:
+    """Hands records to librdkafka and waits until the broker has all of them."""
+
+    def __init__(self, settings: Settings, topics: Mapping[str, str]) -> None:
+        self._topics = dict(topics)
+        self._lock = threading.Lock()
+        self._errors: list[str] = []
+        self._producer = Producer(
+            client_config(
+                settings,
+                {
+                    # Records leave within a millisecond; a busy worker still fills batches.
+                    "linger.ms": 1,
+                    "acks": "all",
+                    # Retries never duplicate or reorder a user's records.
+                    "enable.idempotence": True,
+                },
+            )
+        )
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            with self._lock:
+                self._errors.append(f"{msg.topic()}: {err}")
+
+    def produce(self, outputs: Iterable[Output]) -> int:
+        """Queue records for sending; returns how many."""
+        count = 0
+        producer = self._producer
+        for out in outputs:
+            topic = self._topics[out.role]
+            while True:
+                try:
+                    producer.produce(
+                        topic, key=out.key, value=out.value, on_delivery=self._on_delivery
+                    )
+                    break
+                except BufferError:
+                    # librdkafka's queue is full: let it send (and serve callbacks), then retry.
+                    producer.poll(0.05)
+            count += 1
+        producer.poll(0)
+        return count
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Block until every queued record is on the broker; :class:`DeliveryError` if not."""
+        remaining = self._producer.flush(timeout_s)
+        with self._lock:
+            errors, self._errors = self._errors, []
+        if remaining or errors:
+            raise DeliveryError(
+                f"{remaining} records undelivered after {timeout_s}s; errors: {errors[:5]}"
+            )
+
+    async def delivered(self, timeout_s: float = 60.0) -> None:
+        """:meth:`flush` off the event loop."""
+        await asyncio.to_thread(self.flush, timeout_s)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            log.error("%d output records were not delivered at shutdown", remaining)
+
+
+class FlushBeforeCommit(faust.Sensor):
+    """Faust calls ``on_commit_initiated`` synchronously, just before it reads which offsets
+    have been acked: flushing there means no offset is committed ahead of its outputs. A
+    delivery failure raises, the commit fails, and the events are processed again."""
+
+    def __init__(self, outputs: OutputProducer) -> None:
+        super().__init__()
+        self._outputs = outputs
+
+    def on_commit_initiated(self, consumer: ConsumerT) -> Any:
+        started = time.perf_counter()
+        self._outputs.flush()
+        return time.perf_counter() - started
