@@ -44,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"liverank: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "worker":
+        # BLAS reads its thread count when numpy is first imported, which is just below.
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(settings.blas_threads)
         from app.scoring.base import ModelContractError
         from app.worker import run_worker
 

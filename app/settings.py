@@ -70,6 +70,11 @@ class Settings:
         "auto", "auto (CUDA when onnxruntime-gpu sees a GPU, else CPU), cuda or cpu."
     )
     onnx_threads: int = _field(1, "ONNX Runtime intra-op threads.")
+    blas_threads: int = _field(
+        1,
+        "numpy's BLAS threads (similarity search on small catalogs). More than one spin-waits "
+        "for work and steals the CPU from the event loop and the broker on small machines.",
+    )
     http_host: str = _field(
         "127.0.0.1", "Address of /metrics, /healthz, /readyz (0.0.0.0 in a pod)."
     )
@@ -136,6 +141,7 @@ class Settings:
             "catalog_partitions",
             "replication_factor",
             "onnx_threads",
+            "blas_threads",
             "history_size",
             "recent_event_ids",
             "max_query_terms",

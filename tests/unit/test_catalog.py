@@ -7,8 +7,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from app.catalog import Catalog, CatalogIndex, item_vector
+from app.catalog import Catalog, CatalogIndex, IndexOptions, item_vector
 from app.records import Item
+from app.synthetic import make_catalog
 
 
 def test_index_holds_active_items_only(item_factory: Callable[..., Item]) -> None:
@@ -57,3 +58,26 @@ def test_catalog_publishes_only_on_change(item_factory: Callable[..., Item]) -> 
     assert catalog.publish()
     assert catalog.index.item("a") is None
     assert second.ids == ("a",)  # readers of an old snapshot are undisturbed
+
+
+def test_posting_lists_keep_the_most_popular_items(item_factory: Callable[..., Item]) -> None:
+    items = [item_factory(f"j{i:02d}", popularity=float(i)) for i in range(30)]
+    index = CatalogIndex.build(items, options=IndexOptions(posting_limit=5))
+    rows = index.rows_for_token("jazz")
+    assert [index.ids[r] for r in rows] == ["j29", "j28", "j27", "j26", "j25"]
+    # Categories are not capped: the category retriever pages through them.
+    assert len(index.rows_for_category("jazz")) == 30
+
+
+def test_large_catalogs_get_an_approximate_index() -> None:
+    items = make_catalog(3000, seed=1)
+    small = CatalogIndex.build(items)
+    approximate = CatalogIndex.build(items, options=IndexOptions(exact_below=1000))
+    assert small.neighbours.kind == "exact"
+    assert approximate.neighbours.kind == "ivf"
+    # The approximate index finds most of the exact top 50 (hashed vectors cluster by genre).
+    queries = small.vectors[:32]
+    truth, _ = small.neighbours.search(queries, 50)
+    found, _ = approximate.neighbours.search(queries, 50)
+    overlap = np.mean([len(set(t) & set(f)) / 50 for t, f in zip(truth, found, strict=True)])
+    assert overlap > 0.8

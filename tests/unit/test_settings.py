@@ -48,6 +48,13 @@ def test_bad_number_names_the_variable() -> None:
         {"top_k": 50, "candidates": 10},
         {"processing_guarantee": "maybe"},
         {"processing_guarantee": "exactly_once"},
+        {"batch_max_events": 0},
+        {"batch_wait_ms": -1.0},
+        {"deadline_ms": -5.0},
+        {"commit_interval_s": 0.0},
+        {"model_device": "tpu"},
+        {"log_level": "verbose"},
+        {"posting_limit": 0},
     ],
 )
 def test_invalid_values_are_refused(changes: dict[str, object]) -> None:
