@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 from app.features import CANDIDATE_FEATURES
 from app.scoring.base import ModelContractError, RankInputs
-from app.scoring.package import MANIFEST, LoadedModel, load_package
+from app.scoring.package import MANIFEST, LoadedModel, load_package, resolve_device
 from tests.conftest import MODEL
 
 
@@ -111,3 +113,21 @@ def test_wrong_input_name_is_refused(tmp_path: Path) -> None:
 def test_unknown_variant_is_refused() -> None:
     with pytest.raises(ModelContractError, match="variant"):
         load_package(MODEL, variant="int4")
+
+
+def test_cuda_request_without_a_gpu_falls_back_to_cpu_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a CUDA provider is present: the fallback cannot be exercised here")
+    with caplog.at_level(logging.WARNING, logger="app.scoring.package"):
+        model = load_package(MODEL, device="cuda")
+    assert model.ranker.device == "cpu"
+    assert model.ranker.providers == ["CPUExecutionProvider"]
+    assert model.ranker.variant == "fp32"  # auto picks FP16 only on CUDA
+    assert any("running on the CPU" in r.getMessage() for r in caplog.records)
+
+
+def test_unknown_device_is_refused() -> None:
+    with pytest.raises(ModelContractError, match="device"):
+        resolve_device("tpu")
