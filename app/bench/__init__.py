@@ -1,0 +1,1 @@
+"""The benchmark behind ``scripts/bench``: load generator, measured systems, report."""

@@ -1,0 +1,737 @@
+"""Runs the benchmark: catalogs published, each system started, load levels driven and measured."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from app.bench import procstat
+from app.bench.kafka_io import Offsets, TopicCounter, delete_topics, read_range
+from app.bench.load import LoadGenerator, Template, make_templates, sequence_of
+from app.bench.naive import read_catalog
+from app.bench.report import EIGHTY, evaluate_targets, system_label
+from app.bench.results import (
+    FIXED,
+    MAX,
+    BenchResults,
+    CatalogPrep,
+    StepResult,
+    SystemResult,
+)
+from app.bench.stats import (
+    CounterSample,
+    LatencySummary,
+    kept_up,
+    rate_between,
+    summarize,
+)
+from app.bench.systems import (
+    NAIVE,
+    PIPE,
+    WORKER,
+    AttachedProcess,
+    StartError,
+    SystemProcess,
+    naive_process,
+    pipe_process,
+    readyz,
+    worker_process,
+    worker_variant,
+)
+from app.codec import encode_item, parse_time_ms
+from app.localkafka import pick_free_ports
+from app.records import Item
+from app.settings import Settings
+from app.synthetic import make_catalog
+from app.topics import create_topics, topic_specs
+
+MIB = 1024 * 1024
+MAX_WARMUP_S = 6.0  # the saturation controller settles within this (see its tests)
+
+
+def say(message: str) -> None:
+    """Progress for the person running the benchmark (stderr; the report goes to stdout)."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    catalogs: tuple[int, ...]
+    rates: tuple[float, ...]
+    duration_s: float
+    warmup_s: float
+    max_duration_s: float
+    systems: tuple[str, ...]
+    pipe_rates: tuple[float, ...]
+    naive_catalogs: tuple[int, ...] | None  # None: every catalog
+    users: int
+    templates: int
+    naive_variant: str | None
+    work_dir: Path
+    quick: bool = False
+    broker_pid: int | None = None
+    broker_label: str = "given (KAFKA_BOOTSTRAP_SERVERS)"
+    start_timeout_s: float = 900.0
+    eighty: float = 0.8
+    skip_above: float = 1.5  # fixed rates over this multiple of the measured max are not run
+    worker_env: dict[str, str] = field(default_factory=dict)
+    proc_env: dict[str, str] = field(default_factory=dict)  # verbatim, worker and baseline
+    attach_pid: int | None = None  # measure this running worker (topics from settings)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    t: float
+    sent: int
+    processed: int
+    procs: dict[str, procstat.ProcSample | None]
+
+    def counters(self) -> CounterSample:
+        return CounterSample(self.t, self.sent, self.processed)
+
+
+class Sampler:
+    """Every ``interval_s``: events sent, events processed (output record counts) and CPU and
+    memory of the processes that matter, on a background thread."""
+
+    def __init__(
+        self,
+        counter: TopicCounter,
+        sent: Callable[[], int],
+        pids: dict[str, int],
+        interval_s: float = 0.2,
+    ) -> None:
+        self._counter = counter
+        self._sent = sent
+        self._pids = pids
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self.samples: list[Sample] = []
+        self.counters: list[CounterSample] = []  # the same readings, counters only
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+
+    def take(self) -> Sample:
+        sent = self._sent()
+        processed = self._counter.total()
+        procs = {name: procstat.sample(pid) for name, pid in self._pids.items()}
+        sample = Sample(time.monotonic(), sent, processed, procs)
+        self.samples.append(sample)
+        self.counters.append(sample.counters())
+        return sample
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.take()
+            self._stop.wait(self._interval)
+
+    def start(self) -> None:
+        self.take()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def latest(self) -> Sample:
+        return self.samples[-1]
+
+    def fresh(self, after: float, timeout_s: float = 5.0) -> Sample:
+        """The first sample taken after monotonic time ``after``."""
+        deadline = time.monotonic() + timeout_s
+        while self.samples[-1].t <= after and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.samples[-1]
+
+    def window(self, start: float, end: float) -> tuple[Sample, Sample] | None:
+        """The first sample at or after ``start`` and the last at or before ``end``."""
+        inside = [s for s in self.samples if start <= s.t <= end]
+        return (inside[0], inside[-1]) if len(inside) >= 2 else None
+
+
+class SaturationControl:
+    """Steers a send rate just above a system's capacity, from the sampler's live readings.
+
+    The backlog (sent minus processed) is held between two and six seconds of work: under
+    that the rate probes upwards (x1.3 a tick), over it the rate follows the processing rate
+    of the last few seconds down, in between it stays a little above it. Seconds of work,
+    not a few events, because a system that flushes its output in bursts (a commit interval)
+    looks idle between bursts and must still never find its queue empty. The rate never falls
+    by more than 30% a tick, so a burst that has not shown yet does not stall the load.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[CounterSample],
+        *,
+        start_rate: float = 100.0,
+        backlog_s: float = 2.0,
+        horizon_s: float = 3.0,
+    ) -> None:
+        self.samples = samples
+        self.rate = start_rate
+        self.backlog_s = backlog_s
+        self.horizon_s = horizon_s
+
+    def __call__(self, now: float) -> float:
+        samples = self.samples[-int(self.horizon_s * 10) - 5 :]
+        if not samples:
+            return self.rate
+        latest = samples[-1]
+        recent = [s for s in samples if s.t >= latest.t - self.horizon_s]
+        if len(recent) < 2 or recent[-1].t - recent[0].t < 0.5:
+            return self.rate
+        processing = rate_between(recent[0], recent[-1])[1]
+        backlog = latest.sent - latest.processed
+        low = min(100_000.0, self.backlog_s * max(processing, 100.0))
+        if backlog < low:
+            wanted = max(self.rate, processing) * 1.3
+        elif processing <= 0:
+            wanted = self.rate  # no output yet: the first flush has not shown, wait for it
+        elif backlog > 3 * low:
+            wanted = processing * 0.8
+        else:
+            wanted = processing * 1.05
+        self.rate = max(0.7 * self.rate, wanted, 10.0)
+        return self.rate
+
+
+@dataclass
+class Context:
+    """One system under test during its load levels."""
+
+    system: str
+    items: int
+    settings: Settings
+    process: SystemProcess
+    generator: LoadGenerator
+    sampler: Sampler
+    output_counter: TopicCounter  # the topic whose records carry latency
+    output_topic: str
+
+
+def publish_items(settings: Settings, items: Sequence[Item]) -> None:
+    """Produce items to the compacted catalog topic (waits out a full local queue)."""
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "linger.ms": 20,
+            "acks": "all",
+            "compression.type": "lz4",
+        }
+    )
+    next_note = time.monotonic() + 10.0
+    for n, item in enumerate(items):
+        while True:
+            try:
+                producer.produce(
+                    settings.topic_catalog, key=item.item_id.encode(), value=encode_item(item)
+                )
+                break
+            except BufferError:
+                producer.poll(0.01)
+        if n % 1000 == 0:
+            producer.poll(0)
+            if time.monotonic() > next_note:
+                say(f"  published {n:,} of {len(items):,} items")
+                next_note = time.monotonic() + 10.0
+    remaining = producer.flush(120)
+    if remaining:
+        raise RuntimeError(f"{remaining} catalog records were not delivered")
+
+
+def create_catalog_topic(settings: Settings) -> None:
+    spec = next(s for s in topic_specs(settings) if s.name == settings.topic_catalog)
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    topic = NewTopic(
+        spec.name,
+        num_partitions=spec.partitions,
+        replication_factor=settings.replication_factor,
+        config=spec.config,
+    )
+    for future in admin.create_topics([topic], operation_timeout=30).values():
+        future.result(timeout=30)
+
+
+def read_latencies(
+    bootstrap: str, start: Offsets, end: Offsets, prefix: str, window_seq: tuple[int, int]
+) -> tuple[list[float], int, int]:
+    """Latencies (record append time minus event_time, ms) of the output records for the
+    events sent in the window (by sequence number), once per event; plus how many were
+    degraded and how many coalesced."""
+    latencies: list[float] = []
+    seen: set[int] = set()
+    degraded = coalesced = 0
+    lo, hi = window_seq
+    for timestamp, value in read_range(bootstrap, start, end):
+        doc = orjson.loads(value)
+        seq = sequence_of(prefix, doc["event_id"])
+        if seq is None or not lo <= seq < hi or seq in seen:
+            continue
+        seen.add(seq)
+        latencies.append(float(timestamp - parse_time_ms(doc["event_time"])))
+        degraded += doc.get("degraded") is True
+        coalesced += "coalesced_into" in doc
+    return latencies, degraded, coalesced
+
+
+def _per_event_ms(first: Sample, last: Sample, name: str, events: int) -> float | None:
+    a, b = first.procs.get(name), last.procs.get(name)
+    if a is None or b is None or events <= 0:
+        return None
+    return (b.cpu_s - a.cpu_s) * 1000.0 / events
+
+
+class Bench:
+    """One benchmark run against one broker."""
+
+    def __init__(self, base: Settings, config: BenchConfig) -> None:
+        self.base = base
+        self.config = config
+        stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+        self.run_tag = f"bench-{stamp}-{uuid.uuid4().hex[:4]}"
+        self.variant: str | None = config.naive_variant
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> BenchResults:
+        started = time.monotonic()
+        results = BenchResults(
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            wall_s=0.0,
+            machine=procstat.machine_info(),
+            config=self._config_doc(),
+        )
+        interrupted = False
+        try:
+            self._run_catalogs(results)
+        except KeyboardInterrupt:
+            # Ctrl-C: what was measured so far is still reported.
+            interrupted = True
+            say("interrupted; reporting what was measured")
+        results.wall_s = time.monotonic() - started
+        results.targets = evaluate_targets(results)
+        results.notes = self._notes(results)
+        if interrupted:
+            results.notes.append("the run was interrupted: some levels or systems are missing")
+        return results
+
+    def _run_catalogs(self, results: BenchResults) -> None:
+        cfg = self.config
+        if cfg.attach_pid is not None:
+            self._run_attached(results, cfg.attach_pid)
+            return
+        pipe_done = False
+        for items in cfg.catalogs:
+            catalog_topic = f"{self.run_tag}-catalog-{items}"
+            try:
+                prep, templates = self._prepare_catalog(items, catalog_topic)
+                results.catalogs.append(prep)
+                if PIPE in cfg.systems and not pipe_done:
+                    results.systems.append(self._run_system(PIPE, 0, catalog_topic, templates))
+                    pipe_done = True
+                if WORKER in cfg.systems:
+                    results.systems.append(
+                        self._run_system(WORKER, items, catalog_topic, templates)
+                    )
+                if NAIVE in cfg.systems and (
+                    cfg.naive_catalogs is None or items in cfg.naive_catalogs
+                ):
+                    results.systems.append(self._run_system(NAIVE, items, catalog_topic, templates))
+            finally:
+                delete_topics(self.base.bootstrap_servers, catalog_topic)
+
+    def _config_doc(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "quick": cfg.quick,
+            "catalogs": list(cfg.catalogs),
+            "rates": list(cfg.rates),
+            "pipe_rates": list(cfg.pipe_rates),
+            "duration_s": cfg.duration_s,
+            "warmup_s": cfg.warmup_s,
+            "max_duration_s": cfg.max_duration_s,
+            "systems": list(cfg.systems),
+            "users": cfg.users,
+            "templates": cfg.templates,
+            "eighty": cfg.eighty,
+            "skip_above": cfg.skip_above,
+            "worker_env": dict(cfg.worker_env),
+            "proc_env": dict(cfg.proc_env),
+            "broker": cfg.broker_label,
+            "run_tag": self.run_tag,
+            "settings": {var: value for var, _t, value, _d in self.base.as_table()},
+        }
+
+    def _notes(self, results: BenchResults) -> list[str]:
+        notes = [
+            "CPU ms/event: the system's CPU time (user + system, all threads, /proc) over the "
+            "measured window divided by the events it processed; broker likewise. RSS: VmRSS at "
+            "the end of the level; peak: VmHWM.",
+        ]
+        for system in results.systems:
+            if system.error:
+                reason = system.error.splitlines()[0]
+                notes.append(
+                    f"{system_label(system.system, system.catalog_items)} failed: {reason} "
+                    f"(log: {system.log_path})"
+                )
+            for step in system.steps:
+                where = f"{system_label(system.system, system.catalog_items)}, {step.step}"
+                if not step.drained:
+                    notes.append(f"{where}: the backlog was not worked off before the next level")
+                if step.note:
+                    notes.append(f"{where}: {step.note}")
+                if step.generator_behind_ms > 50:
+                    notes.append(
+                        f"{where}: the load generator fell up to "
+                        f"{step.generator_behind_ms:.0f} ms behind schedule (counted in latency)"
+                    )
+        return notes
+
+    def _run_attached(self, results: BenchResults, pid: int) -> None:
+        """A worker that is running already: its catalog is read from its catalog topic (the
+        traffic must name items it knows), its topics come from settings, nothing of it is
+        created or deleted. The pipe and the baseline still get topics of their own."""
+        cfg = self.config
+        topic = self.base.topic_catalog
+        say(f"attached to pid {pid}: reading its catalog from {topic}")
+        started = time.monotonic()
+        catalog = read_catalog(self.base.bootstrap_servers, topic)
+        if not catalog:
+            raise RuntimeError(f"the catalog topic {topic} is empty")
+        read_s = time.monotonic() - started
+        results.catalogs.append(CatalogPrep(len(catalog), read_s, 0.0, topic))
+        templates = make_templates(catalog, events=cfg.templates, users=cfg.users)
+        items = len(catalog)
+        if PIPE in cfg.systems:
+            results.systems.append(self._run_system(PIPE, 0, topic, templates))
+        if WORKER in cfg.systems:
+            results.systems.append(self._run_system(WORKER, items, topic, templates, pid))
+        if NAIVE in cfg.systems:
+            results.systems.append(self._run_system(NAIVE, items, topic, templates))
+
+    # ------------------------------------------------------------------ catalogs
+
+    def _prepare_catalog(self, items: int, topic: str) -> tuple[CatalogPrep, list[Template]]:
+        cfg = self.config
+        say(f"catalog of {items:,} items: generating")
+        t0 = time.monotonic()
+        catalog = make_catalog(items)
+        generate_s = time.monotonic() - t0
+        settings = self.base.replace(topic_catalog=topic)
+        create_catalog_topic(settings)
+        say(f"catalog of {items:,} items: generated in {generate_s:.1f} s; publishing to {topic}")
+        t1 = time.monotonic()
+        publish_items(settings, catalog)
+        publish_s = time.monotonic() - t1
+        say(f"catalog of {items:,} items: published in {publish_s:.1f} s")
+        t2 = time.monotonic()
+        templates = make_templates(catalog, events=cfg.templates, users=cfg.users)
+        say(
+            f"{len(templates):,} events pre-encoded from sessions of {cfg.users:,} users in "
+            f"{time.monotonic() - t2:.1f} s"
+        )
+        return CatalogPrep(items, generate_s, publish_s, topic), templates
+
+    # ------------------------------------------------------------------ systems
+
+    def _system_settings(self, tag: str, catalog_topic: str, workdir: Path) -> Settings:
+        return self.base.replace(
+            app_id=tag,
+            topic_events=f"{tag}.events",
+            topic_catalog=catalog_topic,
+            topic_recommendations=f"{tag}.recommendations",
+            topic_feedback=f"{tag}.feedback",
+            topic_dead_letters=f"{tag}.dead-letters",
+            data_dir=workdir / "data",
+            http_port=pick_free_ports(1)[0],
+            catalog_preload_timeout_s=max(self.base.catalog_preload_timeout_s, 1800.0),
+        )
+
+    def _configured_variant(self) -> str:
+        """The ranker the settings ask for; ``auto`` is FP32 on a CPU (see Settings)."""
+        chosen = self.base.model_variant
+        return chosen if chosen != "auto" else "fp32"
+
+    def _process(self, system: str, settings: Settings, workdir: Path) -> SystemProcess:
+        if system == WORKER:
+            return worker_process(settings, workdir / "worker.log", self.config.proc_env)
+        if system == NAIVE:
+            variant = self.variant or self._configured_variant()
+            return naive_process(settings, variant, workdir, self.config.proc_env)
+        return pipe_process(settings, workdir)
+
+    def _run_system(
+        self,
+        system: str,
+        items: int,
+        catalog_topic: str,
+        templates: list[Template],
+        attach_pid: int | None = None,
+    ) -> SystemResult:
+        cfg = self.config
+        label = system_label(system, items)
+        tag = f"{self.run_tag}-{system}-{items}"
+        workdir = cfg.work_dir / f"{system}-{items}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        process: SystemProcess
+        if attach_pid is None:
+            settings = self._system_settings(tag, catalog_topic, workdir)
+            create_topics(settings)
+            process = self._process(system, settings, workdir)
+            say(f"{label}: starting (log: {process.log_path})")
+        else:
+            settings = self.base
+            process = AttachedProcess(system, attach_pid, readyz(settings))
+            say(f"{label}: attached to pid {attach_pid} (topic {settings.topic_events})")
+        bootstrap = settings.bootstrap_servers
+        variant = (self.variant or self._configured_variant()) if system == NAIVE else None
+        steps: list[StepResult] = []
+        skipped: list[float] = []
+        ready_s = 0.0
+        rss_ready: float | None = None
+        peak: float | None = None
+        error: str | None = None
+        sampler: Sampler | None = None
+        try:
+            ready_s = process.start(cfg.start_timeout_s, say)
+            at_ready = procstat.sample(process.pid)
+            rss_ready = at_ready.rss_bytes / MIB if at_ready else None
+            if system == WORKER:
+                variant = worker_variant(process.log_tail(400))
+                if self.variant is None:
+                    self.variant = variant
+            say(
+                f"{label}: ready in {ready_s:.1f} s, RSS {rss_ready or 0:.0f} MiB"
+                + (f", ranker {variant}" if variant else "")
+            )
+            output = settings.topic_recommendations
+            counted = (
+                [output]
+                if system == PIPE
+                else [
+                    settings.topic_feedback,
+                    settings.topic_dead_letters,
+                ]
+            )
+            generator = LoadGenerator(
+                {"bootstrap.servers": bootstrap}, settings.topic_events, templates, tag
+            )
+            pids = {"system": process.pid, "bench": os.getpid()}
+            if cfg.broker_pid is not None:
+                pids["broker"] = cfg.broker_pid
+            sampler = Sampler(TopicCounter(bootstrap, counted), lambda: generator.sent, pids)
+            sampler.start()
+            ctx = Context(
+                system,
+                items,
+                settings,
+                process,
+                generator,
+                sampler,
+                TopicCounter(bootstrap, [output]),
+                output,
+            )
+            steps.append(self._max_step(ctx))
+            best = steps[-1].achieved_eps
+            self._report(label, steps[-1])
+            # 80% of max right after max, before any fixed rate overloads the system and leaves
+            # it in an after-overload state; then the fixed rates, slowest first.
+            if best > 0 and system != PIPE:
+                eighty = max(1.0, round(best * cfg.eighty, -1 if best > 100 else 0))
+                steps.append(self._fixed_step(ctx, EIGHTY, eighty))
+                self._report(label, steps[-1])
+            rates = sorted(cfg.pipe_rates if system == PIPE else cfg.rates)
+            for rate in rates:
+                if rate > cfg.skip_above * best:
+                    skipped.append(rate)
+                    continue
+                steps.append(self._fixed_step(ctx, f"{rate:g}", rate))
+                self._report(label, steps[-1])
+                if not steps[-1].drained:
+                    skipped += [r for r in rates if r > rate]
+                    break
+            final = procstat.sample(process.pid)
+            peak = final.peak_rss_bytes / MIB if final else None
+        except (StartError, RuntimeError) as exc:
+            error = str(exc)
+            say(f"{label}: FAILED: {exc}")
+        finally:
+            if sampler is not None:
+                sampler.stop()
+            process.stop()
+            if attach_pid is None:
+                delete_topics(bootstrap, tag)
+            shutil.rmtree(workdir / "data", ignore_errors=True)
+        return SystemResult(
+            system=system,
+            catalog_items=items,
+            ready_s=ready_s,
+            rss_ready_mib=rss_ready,
+            peak_rss_mib=peak,
+            variant=variant,
+            steps=steps,
+            skipped_rates=skipped,
+            log_path=str(process.log_path),
+            error=error,
+        )
+
+    def _report(self, label: str, step: StepResult) -> None:
+        lat = step.latency_ms
+        text = (
+            f"{label}: {step.step}: offered {step.offered_eps:,.0f}/s, processed "
+            f"{step.achieved_eps:,.0f}/s"
+        )
+        if step.kind == FIXED:
+            text += f", {'sustained' if step.kept_up else 'NOT sustained'}"
+            if lat.p99 is not None:
+                text += f", p50 {lat.p50:.1f} ms, p99 {lat.p99:.1f} ms, max {lat.max:.0f} ms"
+        if step.cpu_ms_per_event is not None:
+            text += f", {step.cpu_ms_per_event:.3f} CPU ms/event"
+        say(text)
+
+    # ------------------------------------------------------------------ load levels
+
+    def _drain(self, ctx: Context, stall_s: float = 15.0, limit_s: float = 300.0) -> bool:
+        """Wait until every event sent has been processed, so that the next level starts from
+        an empty queue; False when nothing was processed for ``stall_s`` or after ``limit_s``."""
+        ctx.generator.flush()
+        started = time.monotonic()
+        progress_at, processed = started, -1
+        while (now := time.monotonic()) - started < limit_s and now - progress_at < stall_s:
+            sample = ctx.sampler.fresh(now)
+            if sample.processed >= ctx.generator.sent:
+                return True
+            if sample.processed > processed:
+                progress_at, processed = now, sample.processed
+            if not ctx.process.alive():
+                raise RuntimeError(f"{ctx.system} exited:\n{ctx.process.log_tail()}")
+            time.sleep(0.1)
+        return False
+
+    def _max_step(self, ctx: Context) -> StepResult:
+        """The most the system sustains: the send rate is steered so that a small standing
+        backlog (about a quarter second of work) never runs dry, sent smoothly like open-loop
+        traffic; the processing rate over the window is the system's ceiling."""
+        cfg = self.config
+        control = SaturationControl(ctx.sampler.counters)
+        process = ctx.process
+
+        def steer(now: float) -> float:
+            if not process.alive():
+                raise RuntimeError(f"{process.name} exited:\n{process.log_tail()}")
+            return control(now)
+
+        warmup = max(cfg.warmup_s, MAX_WARMUP_S)
+        start = time.monotonic()
+        ctx.generator.paced(warmup + cfg.max_duration_s, steer)
+        w0, w1 = start + warmup, start + warmup + cfg.max_duration_s
+        ctx.sampler.fresh(w1)
+        idle = any(s.sent <= s.processed for s in ctx.sampler.counters if w0 <= s.t <= w1)
+        drained = self._drain(ctx)
+        # An empty queue in the window: the load generator, not the system, set the pace.
+        note = "queue ran empty: a lower bound (the load generator was the limit)" if idle else ""
+        return self._result(ctx, MAX, MAX, (w0, w1), drained=drained, note=note)
+
+    def _fixed_step(self, ctx: Context, label: str, rate: float) -> StepResult:
+        """Open loop at ``rate`` for warm-up plus duration; the duration is measured."""
+        cfg = self.config
+        start_offsets = ctx.output_counter.end_offsets()
+        total_s = cfg.warmup_s + cfg.duration_s
+        run = ctx.generator.open_loop(rate, total_s, window=(cfg.warmup_s, total_s))
+        window = (run.start_mono + cfg.warmup_s, run.start_mono + total_s)
+        ctx.sampler.fresh(window[1])
+        drained = self._drain(ctx)
+        end_offsets = ctx.output_counter.end_offsets()
+        latencies, degraded, coalesced = read_latencies(
+            ctx.settings.bootstrap_servers,
+            start_offsets,
+            end_offsets,
+            ctx.generator.prefix,
+            run.window_seq,
+        )
+        return self._result(
+            ctx,
+            FIXED,
+            label,
+            window,
+            drained=drained,
+            latencies=latencies,
+            degraded=degraded,
+            coalesced=coalesced,
+            expected=run.sent_in_window if ctx.system == PIPE else run.triggers_in_window,
+            in_window=run.sent_in_window,
+            behind_ms=run.max_behind_ms,
+        )
+
+    def _result(
+        self,
+        ctx: Context,
+        kind: str,
+        label: str,
+        window: tuple[float, float],
+        *,
+        drained: bool,
+        latencies: list[float] | None = None,
+        degraded: int = 0,
+        coalesced: int = 0,
+        expected: int = 0,
+        in_window: int = 0,
+        behind_ms: float = 0.0,
+        note: str = "",
+    ) -> StepResult:
+        pair = ctx.sampler.window(*window)
+        if pair is None:
+            raise RuntimeError(f"no samples in the measured window of {label}")
+        first, last = pair
+        offered, achieved = rate_between(first.counters(), last.counters())
+        processed = last.processed - first.processed
+        proc = last.procs.get("system")
+        sustained = (
+            kept_up(
+                offered,
+                achieved,
+                first.sent - first.processed,
+                last.sent - last.processed,
+                last.t - first.t,
+            )
+            if kind == FIXED
+            else None
+        )
+        return StepResult(
+            system=ctx.system,
+            catalog_items=ctx.items,
+            step=label,
+            kind=kind,
+            offered_eps=offered,
+            achieved_eps=achieved,
+            kept_up=sustained,
+            window_s=last.t - first.t,
+            events_in_window=in_window or (last.sent - first.sent),
+            expected_records=expected,
+            records=len(latencies or ()),
+            degraded=degraded,
+            coalesced=coalesced,
+            latency_ms=summarize(latencies) if latencies else LatencySummary.empty(),
+            cpu_ms_per_event=_per_event_ms(first, last, "system", processed),
+            broker_cpu_ms_per_event=_per_event_ms(first, last, "broker", processed),
+            loadgen_cpu_ms_per_event=_per_event_ms(first, last, "bench", processed),
+            rss_mib=proc.rss_bytes / MIB if proc else None,
+            peak_rss_mib=proc.peak_rss_bytes / MIB if proc else None,
+            generator_behind_ms=behind_ms,
+            drained=drained,
+            note=note,
+        )

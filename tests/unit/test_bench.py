@@ -1,0 +1,385 @@
+"""The benchmark's own arithmetic and bookkeeping: percentiles, open-loop schedules, the
+saturation controller, /proc readings, pre-encoded events, the naive baseline's ranking and
+the report (markdown, JSON round trip, targets). No broker."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.bench import procstat
+from app.bench.load import Schedule, TimeText, event_id, make_templates, sequence_of, template_of
+from app.bench.naive import NaiveRanker
+from app.bench.report import EIGHTY, evaluate_targets, read_json, render_markdown, write_json
+from app.bench.results import FIXED, MAX, BenchResults, CatalogPrep, StepResult, SystemResult
+from app.bench.runner import MAX_WARMUP_S, SaturationControl
+from app.bench.stats import CounterSample, LatencySummary, kept_up, rate_between, summarize
+from app.bench.systems import apply_env, parse_env_pairs, worker_variant
+from app.codec import decode_event, encode_event, format_time_ms
+from app.records import Event
+from app.settings import Settings, SettingsError
+from app.state import StateLimits, apply_event
+from app.synthetic import make_catalog
+
+EventFactory = Callable[..., Event]
+MODEL = Path(__file__).resolve().parents[2] / "models" / "seqrank-1"
+
+
+# ---------------------------------------------------------------- percentiles
+
+
+def test_percentiles_interpolate_between_ranks() -> None:
+    s = summarize([float(v) for v in range(1, 101)])  # 1..100 ms
+    assert s.n == 100
+    assert s.p50 == pytest.approx(50.5)
+    assert s.p95 == pytest.approx(95.05)
+    assert s.p99 == pytest.approx(99.01)
+    assert s.max == 100.0
+    assert s.mean == pytest.approx(50.5)
+
+
+def test_percentiles_see_the_tail_not_the_mean() -> None:
+    latencies = [5.0] * 980 + [500.0] * 20  # 2% slow
+    s = summarize(latencies)
+    assert s.p50 == 5.0 and s.p95 == 5.0
+    assert s.p99 == 500.0
+    assert s.max == 500.0
+
+
+def test_percentiles_of_nothing_are_none() -> None:
+    assert summarize([]) == LatencySummary(0, None, None, None, None, None)
+
+
+# ---------------------------------------------------------------- open-loop schedule
+
+
+def test_schedule_stamps_events_with_their_due_time_even_when_sent_late() -> None:
+    schedule = Schedule(rate=1000.0, duration_s=1.0, window=(0.2, 0.8))
+    start_wall = 1_790_000_000_000.0
+    # A sender that stalls for half a second, then catches up: the events it sends late carry
+    # the times they were due, so the stall shows up as their latency.
+    sent: list[int] = []
+    for elapsed in (0.0, 0.5, 1.0):
+        sent += [schedule.stamp_ms(start_wall, i) for i in range(len(sent), schedule.due(elapsed))]
+    assert len(sent) == schedule.total == 1000
+    assert sent == [int(start_wall) + i for i in range(1000)]
+    assert sum(schedule.in_window(i) for i in range(schedule.total)) == 600
+
+
+def test_schedule_due_counts() -> None:
+    schedule = Schedule(rate=500.0, duration_s=2.0)
+    assert schedule.due(-1.0) == 0
+    assert schedule.due(0.0) == 1  # the first event is due at once
+    assert schedule.due(0.0039) == 2
+    assert schedule.due(0.004) == 3
+    assert schedule.due(99.0) == 1000  # never more than the run holds
+
+
+def test_rate_between_and_kept_up() -> None:
+    first, last = CounterSample(10.0, 1000, 990), CounterSample(20.0, 11_000, 10_900)
+    assert rate_between(first, last) == (1000.0, 991.0)
+    assert kept_up(1000.0, 991.0, first.sent - first.processed, last.sent - last.processed, 10.0)
+    # Processing 90% of the offered load, backlog growing by 1,000: not sustained.
+    assert not kept_up(1000.0, 900.0, 10, 1010, 10.0)
+    with pytest.raises(ValueError):
+        rate_between(last, first)
+
+
+def _simulate(capacity: float, seconds: float, burst_s: float = 0.0) -> tuple[float, float]:
+    """A system that processes up to ``capacity`` events/s (its output showing only every
+    ``burst_s`` seconds, like a commit interval), fed by the controller. Returns the final
+    send rate and the largest backlog after warm-up."""
+    samples: list[CounterSample] = []
+    control = SaturationControl(samples)
+    sent = done = visible = 0.0
+    t, dt = 0.0, 0.1
+    rate = control(t)
+    backlogs = []
+    while t < seconds:
+        sent += rate * dt
+        done = min(sent, done + capacity * dt)
+        if burst_s == 0 or int((t + dt) / burst_s) > int(t / burst_s):
+            visible = done
+        t += dt
+        samples.append(CounterSample(t, int(sent), int(visible)))
+        rate = control(t)
+        if t > MAX_WARMUP_S:
+            backlogs.append(sent - done)
+    assert min(backlogs) > 0, "after warm-up the system must never wait for input"
+    return rate, max(backlogs)
+
+
+@pytest.mark.parametrize(
+    ("capacity", "burst_s"),
+    [(30.0, 0.0), (50.0, 1.0), (300.0, 0.0), (1_500.0, 1.3), (5_000.0, 1.0), (80_000.0, 0.0)],
+)
+def test_saturation_control_keeps_the_system_busy_without_flooding_it(
+    capacity: float, burst_s: float
+) -> None:
+    rate, worst_backlog = _simulate(capacity, seconds=25.0, burst_s=burst_s)
+    assert rate == pytest.approx(capacity, rel=0.3)
+    # The drain after the level stays short: a few seconds of work (a few hundred events
+    # for the slowest systems).
+    assert worst_backlog < max(10.0 * capacity, 500.0)
+
+
+# ---------------------------------------------------------------- pre-encoded events
+
+
+def test_templates_render_exactly_what_the_codec_encodes() -> None:
+    catalog = make_catalog(200)
+    templates = make_templates(catalog, events=300, users=50)
+    assert len(templates) == 300
+    assert any(t.trigger for t in templates) and not all(t.trigger for t in templates)
+    raw = templates[0].render(b"run-0000000007", format_time_ms(1_790_000_000_123).encode())
+    event = decode_event(raw, max_bytes=16_384)
+    assert event.event_id == "run-0000000007"
+    assert event.event_time_ms == 1_790_000_000_123
+    assert templates[0].key == event.user_id.encode()
+    # The same event through the codec gives the same bytes.
+    assert encode_event(event) == raw
+
+
+def test_template_knows_which_events_ask_for_a_recommendation(event_factory: EventFactory) -> None:
+    assert template_of(event_factory("search", query="jazz")).trigger
+    assert template_of(event_factory("click")).trigger
+    assert not template_of(event_factory("view")).trigger
+
+
+def test_time_text_matches_the_codec_across_seconds() -> None:
+    text = TimeText()
+    for ms in (1_790_000_000_998, 1_790_000_000_999, 1_790_000_001_000, 1_790_000_001_001, 0, 5):
+        assert text(ms) == format_time_ms(ms).encode()
+
+
+def test_event_ids_carry_their_sequence() -> None:
+    assert sequence_of("run", event_id("run", 123)) == 123
+    assert sequence_of("run", event_id("other", 123)) is None
+    assert sequence_of("run", "run-12x") is None
+
+
+# ---------------------------------------------------------------- /proc
+
+
+def test_proc_sample_of_this_process() -> None:
+    before = procstat.sample(os.getpid())
+    assert before is not None
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # burn 0.3 s of CPU
+        pass
+    after = procstat.sample(os.getpid())
+    assert after is not None
+    assert 0.2 <= after.cpu_s - before.cpu_s <= 1.0
+    assert abs(after.cpu_s - time.process_time()) < 0.5
+    assert 0 < after.rss_bytes <= after.peak_rss_bytes
+    # getrusage reports the peak in KiB on Linux; /proc's VmHWM is the same figure.
+    assert after.peak_rss_bytes == pytest.approx(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, rel=0.1
+    )
+
+
+def test_proc_sample_of_a_missing_process() -> None:
+    assert procstat.sample(2**22 + 12345) is None
+
+
+def test_stat_parsing_survives_odd_command_names() -> None:
+    line = "7 (my (odd) name) R 1 7 7 0 -1 4194304 100 0 0 0 250 75 0 0 20 0 1 0 99 0 0"
+    assert procstat.parse_stat_cpu_ticks(line) == (250, 75)
+    status = "Name:\tx\nVmPeak:\t 9 kB\nVmHWM:\t   300 kB\nVmRSS:\t   200 kB\n"
+    assert procstat.parse_status_memory(status) == (200 * 1024, 300 * 1024)
+
+
+def test_machine_info() -> None:
+    info = procstat.machine_info()
+    assert info["cpus_usable"] >= 1
+    assert info["memory_bytes"] > 0
+
+
+# ---------------------------------------------------------------- worker configuration
+
+
+def test_worker_env_pairs_and_validation() -> None:
+    env = parse_env_pairs(["batch_max_events=64", "LIVERANK_TOP_K=5"])
+    assert env == {"LIVERANK_BATCH_MAX_EVENTS": "64", "LIVERANK_TOP_K": "5"}
+    settings = apply_env(Settings(), env)
+    assert settings.batch_max_events == 64 and settings.top_k == 5
+    with pytest.raises(SettingsError):
+        apply_env(Settings(), {"LIVERANK_NO_SUCH_THING": "1"})
+    with pytest.raises(ValueError):
+        parse_env_pairs(["novalue"])
+
+
+def test_worker_variant_from_its_log() -> None:
+    assert worker_variant("x INFO app.worker: model seqrank 1.0.0 (fp32) loaded from m") == "fp32"
+    assert worker_variant("nothing here") is None
+
+
+# ---------------------------------------------------------------- naive baseline
+
+
+@pytest.fixture(scope="module")
+def naive() -> NaiveRanker:
+    items = make_catalog(300)
+    items.append(dataclasses.replace(items[0], item_id="gone", withdrawn=True))
+    return NaiveRanker(MODEL, "int8", items)
+
+
+def test_naive_ranker_follows_the_contract(naive: NaiveRanker, event_factory: EventFactory) -> None:
+    assert naive.vectors.shape == (300, naive.spec.dim)
+    assert "gone" not in naive.row_of and "gone" in naive.known
+    limits = StateLimits()
+    state = None
+    clicked = naive.ids[:5]
+    for item_id in clicked:
+        state = apply_event(
+            state, event_factory("click", item_id=item_id), naive.known[item_id], limits
+        )
+    assert state is not None
+    click = event_factory("click", item_id=clicked[-1])
+    rec = naive.recommend(state, click)
+    assert rec.kind == "next_items" and len(rec.items) == 10
+    assert clicked[-1] not in {i.item_id for i in rec.items}  # never the item just clicked
+    scores = [i.score for i in rec.items]
+    assert scores == sorted(scores, reverse=True)
+    assert all(np.isfinite(scores))
+
+    search = event_factory("search", query="jazz")
+    found = naive.recommend(apply_event(state, search, None, limits), search)
+    assert found.kind == "search" and found.query == "jazz"
+    assert found.items[0].source == "query"
+    assert all(naive.known[i.item_id].category == "jazz" for i in found.items)
+
+
+def test_naive_ranker_answers_a_new_user(naive: NaiveRanker, event_factory: EventFactory) -> None:
+    event = event_factory("search", query="no such words")
+    rec = naive.recommend(apply_event(None, event, None, StateLimits()), event)
+    assert len(rec.items) == 10 and {i.source for i in rec.items} == {"popular"}
+
+
+# ---------------------------------------------------------------- report
+
+
+def _step(
+    system: str, items: int, step: str, achieved: float, p99: float | None, **kw: Any
+) -> StepResult:
+    kind = MAX if step == MAX else FIXED
+    latency = (
+        LatencySummary(100, p99 / 2, p99 * 0.8, p99, p99 * 1.5, p99 / 2)
+        if p99 is not None
+        else LatencySummary.empty()
+    )
+    fields = dict(
+        system=system,
+        catalog_items=items,
+        step=step,
+        kind=kind,
+        offered_eps=kw.pop("offered", achieved),
+        achieved_eps=achieved,
+        kept_up=None if kind == MAX else kw.pop("kept_up", True),
+        window_s=10.0,
+        events_in_window=int(achieved * 10),
+        expected_records=kw.pop("expected", 600),
+        records=600,
+        degraded=0,
+        coalesced=0,
+        latency_ms=latency,
+        cpu_ms_per_event=0.12,
+        broker_cpu_ms_per_event=None,
+        loadgen_cpu_ms_per_event=0.01,
+        rss_mib=400.0,
+        peak_rss_mib=420.0,
+        generator_behind_ms=1.0,
+        drained=True,
+    )
+    fields.update(kw)
+    return StepResult(**fields)
+
+
+def _results() -> BenchResults:
+    worker_10k = SystemResult(
+        "liverank",
+        10_000,
+        4.2,
+        300.0,
+        420.0,
+        "int8",
+        [
+            _step("liverank", 10_000, MAX, 6000.0, None),
+            _step("liverank", 10_000, "1000", 1000.0, 12.5),
+            _step("liverank", 10_000, "5000", 4100.0, 900.0, offered=5000.0, kept_up=False),
+            _step("liverank", 10_000, EIGHTY, 4800.0, 60.0),
+        ],
+        skipped_rates=[],
+    )
+    worker_1m = SystemResult(
+        "liverank",
+        1_000_000,
+        80.0,
+        2100.0,
+        2300.0,
+        "int8",
+        [_step("liverank", 1_000_000, MAX, 3000.0, None)],
+    )
+    naive = SystemResult(
+        "naive",
+        10_000,
+        1.0,
+        100.0,
+        150.0,
+        "int8",
+        [_step("naive", 10_000, MAX, 1000.0, None)],
+        [5000.0],
+    )
+    return BenchResults(
+        started_at="2026-11-29T05:00:00+00:00",
+        wall_s=180.0,
+        machine={"cpu_model": "Test CPU", "cpus_usable": 2, "memory_bytes": 2**34},
+        config={"quick": True, "duration_s": 6.0, "warmup_s": 2.0, "broker": "local"},
+        catalogs=[CatalogPrep(10_000, 0.1, 0.2, "t")],
+        systems=[worker_10k, worker_1m, naive],
+        notes=["a note"],
+    )
+
+
+def test_targets_are_checked_against_the_measurements() -> None:
+    targets = {t.name: t for t in evaluate_targets(_results())}
+    assert targets[">= 5,000 events/s per worker (10,000 items)"].passed is True
+    assert targets[">= 5,000 events/s per worker (1,000,000 items)"].passed is False
+    naive = targets[">= 5x the naive baseline's throughput (10,000 items)"]
+    assert naive.passed is True and naive.measured.startswith("6.0x")
+    assert targets["p99 < 25 ms at 1,000 events/s (10,000 items)"].passed is True
+    assert targets["p99 < 100 ms at 80% of max (10,000 items)"].passed is True
+    scale = targets["throughput at 1,000,000 items >= 70% of that at 10,000"]
+    assert scale.passed is False and scale.measured.startswith("50%")
+    assert targets["worker RSS (1,000,000 items)"].passed is None
+
+
+def test_markdown_has_a_row_per_level_and_marks_misses() -> None:
+    results = _results()
+    results.targets = evaluate_targets(results)
+    text = render_markdown(results)
+    rows = [line for line in text.splitlines() if line.startswith("| liverank | 10,000 |")]
+    assert len(rows) == 5  # four levels and the start-up row
+    miss = next(r for r in rows if "| 5000 |" in r)
+    assert "**no**" in miss and "900.0" in miss
+    assert "| naive | 10,000 | max |" in text
+    assert "5,000" in text  # the naive baseline's skipped rate
+    assert "- a note" in text
+
+
+def test_json_round_trip(tmp_path: Path) -> None:
+    results = _results()
+    results.targets = evaluate_targets(results)
+    write_json(results, tmp_path / "results.json")
+    again = read_json(tmp_path / "results.json")
+    assert again == results
+    assert again.system("liverank", 10_000).max_eps == 6000.0  # type: ignore[union-attr]
+    assert again.system("naive", 10_000).steps[0].latency_ms.p99 is None  # type: ignore[union-attr]
