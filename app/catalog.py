@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -189,9 +190,9 @@ class Catalog:
         self._items: dict[str, Item] = {}
         self._vectorizer = vectorizer
         self._options = options
-        # Vectors and tokens are cached per item value, so a publish only encodes new or
-        # changed items.
-        self._vectors: dict[Item, NDArray[np.float32]] = {}
+        # Tokens are cached per item value and vectors are taken over from the previous
+        # snapshot's matrix, so a publish only encodes new or changed items (and no per-item
+        # array objects are kept: at a million items they would cost hundreds of MB).
         self._tokens: dict[Item, tuple[str, ...]] = {}
         self._lock = threading.Lock()
         self._dirty = False
@@ -214,17 +215,27 @@ class Catalog:
         return tokens
 
     def _vectors_of(self, items: list[Item]) -> NDArray[np.float32]:
-        missing = [i for i in items if i not in self._vectors]
-        if missing:
-            for item, vector in zip(missing, self._vectorizer(missing), strict=True):
-                self._vectors[item] = vector
-        if not items:
-            return self._vectorizer([])
-        # One contiguous matrix for the snapshot, filled in place (no list of row copies).
-        first = self._vectors[items[0]]
-        matrix = np.empty((len(items), first.shape[0]), dtype=np.float32)
-        for row, item in enumerate(items):
-            matrix[row] = self._vectors[item]
+        # The first (empty) snapshot is built before there is a previous one.
+        previous = getattr(self, "_index", None)
+        if previous is None or not len(previous):
+            return self._vectorizer(items)
+        # Rows of the previous snapshot whose item is unchanged keep their vector.
+        reuse = np.fromiter(
+            (
+                previous.row_of.get(i.item_id, -1) if previous.known.get(i.item_id) == i else -1
+                for i in items
+            ),
+            dtype=np.int64,
+            count=len(items),
+        )
+        fresh = np.flatnonzero(reuse < 0)
+        if fresh.size == len(items):
+            return self._vectorizer(items)
+        matrix = np.empty((len(items), previous.vectors.shape[1]), dtype=np.float32)
+        kept = np.flatnonzero(reuse >= 0)
+        matrix[kept] = previous.vectors[reuse[kept]]
+        if fresh.size:
+            matrix[fresh] = self._vectorizer([items[i] for i in fresh.tolist()])
         return matrix
 
     @property
@@ -254,7 +265,11 @@ class Catalog:
             version = self._version
         index = self._build(snapshot, version)
         live = set(snapshot)
-        self._vectors = {i: v for i, v in self._vectors.items() if i in live}
         self._tokens = {i: t for i, t in self._tokens.items() if i in live}
         self._index = index
+        # The index holds millions of long-lived objects on a big catalog; the cyclic garbage
+        # collector would walk them all on every full collection (pauses of seconds, and CPU
+        # while events wait). They are freed by reference counting when a snapshot is
+        # replaced; only cycles among them (there are none) would need the collector.
+        gc.freeze()
         return True

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
+from numpy.typing import NDArray
 
-from app.catalog import Catalog, CatalogIndex, IndexOptions, item_vector
+from app.catalog import Catalog, CatalogIndex, IndexOptions, hashed_vectors, item_vector
 from app.records import Item
 from app.synthetic import make_catalog
 
@@ -81,3 +82,27 @@ def test_large_catalogs_get_an_approximate_index() -> None:
     found, _ = approximate.neighbours.search(queries, 50)
     overlap = np.mean([len(set(t) & set(f)) / 50 for t, f in zip(truth, found, strict=True)])
     assert overlap > 0.8
+
+
+def test_a_publish_encodes_only_new_and_changed_items(item_factory: Callable[..., Item]) -> None:
+    encoded: list[str] = []
+
+    def vectorizer(items: Sequence[Item]) -> NDArray[np.float32]:
+        encoded.extend(i.item_id for i in items)
+        return hashed_vectors(items)
+
+    catalog = Catalog(vectorizer)
+    for i in range(5):
+        catalog.upsert(item_factory(f"i{i}"))
+    catalog.publish()
+    before = catalog.index.vectors[catalog.index.row_of["i1"]].copy()
+    encoded.clear()
+    catalog.upsert(item_factory("i2", "rock"))  # changed
+    catalog.upsert(item_factory("i9"))  # new
+    catalog.remove("i0")
+    catalog.publish()
+    assert sorted(encoded) == ["i2", "i9"]
+    index = catalog.index
+    assert index.ids == ("i1", "i2", "i3", "i4", "i9")
+    assert np.array_equal(index.vectors[index.row_of["i1"]], before)
+    assert np.allclose(index.vectors, hashed_vectors([index.known[i] for i in index.ids]))

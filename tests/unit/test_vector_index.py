@@ -187,7 +187,7 @@ def test_float64_queries_are_converted(vectors: NDArray[np.float32], ivf: IvfInd
 
 
 def test_defaults() -> None:
-    assert (default_nlist(1_000_000), default_nprobe(default_nlist(1_000_000))) == (2000, 32)
+    assert (default_nlist(1_000_000), default_nprobe(default_nlist(1_000_000))) == (2000, 16)
     assert default_nlist(100) == 2  # capped by the training points each list needs
     assert default_nprobe(5) == 5
 
