@@ -1,9 +1,13 @@
-"""Kafka plumbing for the benchmark: offsets (record counts), reading ranges, topic clean-up."""
+"""Kafka plumbing for the benchmark: offsets (record counts), reading ranges, topic clean-up,
+and what its measured processes share (stop on signals, subscribe and say ready)."""
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
@@ -104,3 +108,26 @@ def delete_topics(bootstrap: str, prefix: str, timeout_s: float = 30.0) -> list[
             except KafkaException:
                 pass  # already gone, or being deleted: either way not ours to keep
     return names
+
+
+def stop_on_signals() -> threading.Event:
+    """An event that SIGTERM or SIGINT sets: a measured process loops until it is set."""
+    stopped = threading.Event()
+
+    def stop(*_: object) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return stopped
+
+
+def subscribe(consumer: Consumer, topic: str, ready_file: Path | None) -> None:
+    """Subscribe to ``topic``; ``ready_file`` is written once partitions are assigned (the
+    bench waits for it before it sends load)."""
+
+    def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if ready_file is not None:
+            ready_file.write_text("ready\n")
+
+    consumer.subscribe([topic], on_assign=on_assign)

@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import math
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from numpy.typing import NDArray
 from rocksdict import Options, Rdict
 
+from app.bench.kafka_io import stop_on_signals, subscribe
 from app.codec import (
     DecodeError,
     decode_event,
@@ -350,23 +350,11 @@ def run(config: NaiveConfig) -> int:
             "auto.offset.reset": "earliest",
         }
     )
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-
-    def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if config.ready_file is not None:
-            config.ready_file.write_text("ready\n")
-
-    consumer.subscribe([config.topic_events], on_assign=on_assign)
+    stopped = stop_on_signals()
+    subscribe(consumer, config.topic_events, config.ready_file)
     processed = 0
     try:
-        while not stopping:
+        while not stopped.is_set():
             msg = consumer.poll(0.5)
             if msg is None or msg.error() is not None:
                 continue

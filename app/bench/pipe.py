@@ -9,12 +9,13 @@ Run as ``python -m app.bench.pipe --help``; ``scripts/bench`` starts it as a pro
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
+
+from app.bench.kafka_io import stop_on_signals, subscribe
 
 
 def run(bootstrap: str, group: str, source: str, sink: str, ready_file: Path | None) -> int:
@@ -23,23 +24,11 @@ def run(bootstrap: str, group: str, source: str, sink: str, ready_file: Path | N
         {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest"}
     )
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": 1})
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-
-    def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if ready_file is not None:
-            ready_file.write_text("ready\n")
-
-    consumer.subscribe([source], on_assign=on_assign)
+    stopped = stop_on_signals()
+    subscribe(consumer, source, ready_file)
     copied = 0
     try:
-        while not stopping:
+        while not stopped.is_set():
             # What is already fetched, at once; only when nothing is, wait for one record
             # (consume() with a timeout would hold a partial batch back until it fills).
             batch = consumer.consume(num_messages=1000, timeout=0)
