@@ -38,6 +38,10 @@ def build_faust_app(settings: Settings) -> faust.App:
         # flush runs; commit on the interval instead (a background task), and by count only
         # as a backstop.
         broker_commit_interval=settings.commit_interval_s,
+        # Heartbeats come from the consumer's own thread, so a busy event loop does not miss
+        # them; a short session moves a dead worker's partitions quickly.
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 4,
         broker_commit_every=100_000,
         producer_acks=-1,
         producer_linger_ms=1,

@@ -108,6 +108,11 @@ class Settings:
         "Events older than this when ranked get the cheap popularity path (counted in "
         "liverank_degraded_total); 0 turns it off.",
     )
+    session_timeout_s: float = _field(
+        10.0,
+        "Consumer group session timeout, seconds: how long a worker that died without leaving "
+        "the group (SIGKILL, lost node) keeps its partitions before they move.",
+    )
     commit_interval_s: float = _field(
         1.0, "How often offsets are committed (after flushing outputs and state), seconds."
     )
@@ -163,6 +168,9 @@ class Settings:
             )
         if self.commit_interval_s <= 0:
             raise SettingsError("commit_interval_s must be positive")
+        if not 6.0 <= self.session_timeout_s <= 300.0:
+            # The broker's group.min.session.timeout.ms and max defaults.
+            raise SettingsError("session_timeout_s must be between 6 and 300 seconds")
         if self.batch_wait_ms < 0 or self.deadline_ms < 0 or self.ann_nprobe < 0:
             raise SettingsError("batch_wait_ms, deadline_ms and ann_nprobe must not be negative")
         if self.log_level.lower() not in LOG_LEVELS:

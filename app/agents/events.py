@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import faust
@@ -22,6 +23,26 @@ _WARN_EVERY_S = 10.0
 def source_of(event: EventT[bytes]) -> Source:
     msg = event.message
     return Source(msg.topic, msg.partition, msg.offset, msg.key, int(msg.timestamp * 1000))
+
+
+def table_reader(
+    stream: faust.Stream[bytes], table: TableT[bytes, bytes], batch: Sequence[EventT[bytes]]
+) -> Callable[[bytes], bytes | None]:
+    """``table.get`` for a batch's users.
+
+    Table reads and writes pick the RocksDB partition (and the changelog partition) from "the
+    current event", which take_events() does not set in the agent's task (faust issue 497);
+    a stale one would read another partition's database and find nothing. So each read first
+    names a record of that user: all of a user's records are on one partition.
+    """
+    record_of = {e.message.key: e for e in batch}
+
+    def lookup(key: bytes) -> bytes | None:
+        stream._set_current_event(record_of.get(key))
+        value: bytes | None = table.get(key)
+        return value
+
+    return lookup
 
 
 def register(
@@ -86,14 +107,12 @@ def register(
                 if source.timestamp_ms is not None:
                     metrics.queue_age.observe(max(0, now_ms - source.timestamp_ms) / 1000.0)
             result = processor.handle_batch(
-                [(e.message.value, s) for e, s in zip(batch, sources, strict=True)], table.get
+                [(e.message.value, s) for e, s in zip(batch, sources, strict=True)],
+                table_reader(concrete, table, batch),
             )
             for event, outcome in zip(batch, result.outcomes, strict=True):
                 if outcome.state is not None and outcome.user_id is not None:
-                    # A table write needs "the current event": its partition picks the
-                    # changelog and RocksDB partition. take_events() leaves none set in this
-                    # task (faust issue 497), so name the record this state came from.
-                    concrete._set_current_event(event)
+                    concrete._set_current_event(event)  # the record this state came from
                     table[outcome.user_id.encode("utf-8")] = outcome.state
             outputs.produce(out for outcome in result.outcomes for out in outcome.outputs)
             record(result, started)

@@ -13,7 +13,6 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
-from rocksdict import AccessType, Options, Rdict
 
 from app.codec import encode_item, format_time_ms, load_schema
 from app.records import Item
@@ -21,7 +20,12 @@ from app.settings import Settings
 from app.state import decode_state
 from app.topics import create_topics
 from tests.integration.kafka_io import KafkaIO, Record
-from tests.integration.worker_process import ROOT, WorkerProcess, isolated_settings
+from tests.integration.worker_process import (
+    ROOT,
+    WorkerProcess,
+    isolated_settings,
+    read_states,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -307,22 +311,12 @@ def test_health_endpoints_and_no_table_view(worker: WorkerProcess) -> None:
 def test_state_is_in_rocksdb_after_clean_stop(worker: WorkerProcess, settings: Settings) -> None:
     # Runs last in this module: stops the worker and reads its RocksDB files directly.
     assert worker.stop() == 0
-    tables = settings.data_dir / "v1" / "tables"
-    found = {}
-    for path in sorted(tables.glob("user-state-*.db")):
-        # Faust opens its stores in raw mode (plain bytes keys and values).
-        db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
-        try:
-            for key, value in db.items():
-                assert isinstance(key, bytes) and isinstance(value, bytes)
-                if not key.startswith(b"__faust"):  # faust keeps its offset here too
-                    found[key] = decode_state(value)
-        finally:
-            db.close()
+    found = {key: decode_state(value) for key, value in read_states(settings).items()}
     fan = found[b"jazz-fan"]
     assert [i.item_id for i in fan.history] == ["jazz-2", "jazz-5", "jazz-8"]
     assert fan.query_terms == ("jazz",)
     assert dict(fan.category_affinity)["jazz"] > 0
     assert "classical-2" in found[b"contract"].purchased
     assert b"mallory" in found and b"someone-else" not in found
+    tables = settings.data_dir / "v1" / "tables"
     assert len(list(tables.glob("user-state-*.db"))) == settings.partitions

@@ -12,6 +12,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from rocksdict import AccessType, Options, Rdict
+
 from app.localkafka import pick_free_ports
 from app.settings import Settings
 
@@ -100,8 +102,41 @@ class WorkerProcess:
                 f"worker did not stop within {timeout_s}s:\n{self.log_tail()}"
             ) from None
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final commit, no flush; as when a node dies."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def metric(self, name: str) -> float:
+        """The sum of a metric's samples (0 when the worker does not answer)."""
+        status, text = self.get("/metrics")
+        if status != 200:
+            return 0.0
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith((name + "{", name + " "))
+        )
+
     def log_tail(self, lines: int = 60) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
+
+
+def read_states(settings: Settings) -> dict[bytes, bytes]:
+    """Every user's stored state, read from a stopped worker's RocksDB files."""
+    found: dict[bytes, bytes] = {}
+    for path in sorted((settings.data_dir / "v1" / "tables").glob("user-state-*.db")):
+        # Faust opens its stores in raw mode (plain bytes keys and values).
+        db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
+        try:
+            for key, value in db.items():
+                assert isinstance(key, bytes) and isinstance(value, bytes)
+                if not key.startswith(b"__faust"):  # faust keeps its offsets here too
+                    found[key] = value
+        finally:
+            db.close()
+    return found
