@@ -87,7 +87,7 @@ def decode_event(raw: bytes, *, max_bytes: int) -> Event:
         )
     # Cheap, specific checks first so the dead-letter reason names the real problem.
     kind = doc.get("type")
-    if kind not in _EVENT_TYPES:
+    if not isinstance(kind, str) or kind not in _EVENT_TYPES:  # a list or object is unhashable
         raise DecodeError(
             DeadLetterError.UNKNOWN_TYPE,
             f"type {kind!r} is not one of {sorted(_EVENT_TYPES)}",

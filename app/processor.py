@@ -170,6 +170,12 @@ class Processor:
                 )
         except DecodeError as exc:
             return self.dead_letter(exc.error, exc.reason, source, raw)
+        except Exception as exc:
+            # A decoder bug must cost one record, not the worker.
+            log.exception("decoding a record at offset %d failed", source.offset)
+            return self.dead_letter(
+                DeadLetterError.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}", source, raw
+            )
         return event
 
     def dead_letter(

@@ -61,6 +61,9 @@ def test_encode_decode_round_trip() -> None:
         (b"{not json", DeadLetterError.MALFORMED_JSON, ""),
         (b"[1, 2]", DeadLetterError.NOT_AN_OBJECT, "list"),
         (raw(type="like"), DeadLetterError.UNKNOWN_TYPE, "'like'"),
+        # Found by fuzzing: an unhashable type used to raise TypeError out of the decoder.
+        (raw(type=["click"]), DeadLetterError.UNKNOWN_TYPE, "['click']"),
+        (raw(type={"a": 1}), DeadLetterError.UNKNOWN_TYPE, "{'a': 1}"),
         (raw(user_id=None), DeadLetterError.MISSING_ID, "user_id"),
         (raw(event_id=""), DeadLetterError.MISSING_ID, "event_id"),
         (raw(item_id=None), DeadLetterError.MISSING_ID, "item_id"),
