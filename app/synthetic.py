@@ -145,3 +145,23 @@ class Traffic:
                 if rng.random() < 0.5:
                     t += rng.randint(1000, 8000)
                     yield self._event(user, EventType.PURCHASE, t, item_id=item.item_id)
+
+    def interleaved(
+        self, n: int, *, concurrent: int, start_ms: int, step_ms: int = 10
+    ) -> Iterator[Event]:
+        """``n`` events from up to ``concurrent`` open sessions at once, interleaved as they
+        arrive from a busy site; sessions start ``step_ms`` apart from ``start_ms``."""
+        sessions: list[Iterator[Event]] = []
+        t = start_ms
+        sent = 0
+        while sent < n:
+            if len(sessions) < concurrent:
+                sessions.append(self.session(start_ms=t))
+            i = self.rng.randrange(len(sessions))
+            event = next(sessions[i], None)
+            if event is None:
+                sessions.pop(i)
+                continue
+            t += step_ms
+            sent += 1
+            yield event

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -29,23 +28,10 @@ CATALOG = make_catalog(300, seed=21)
 
 
 def interleaved_events(n: int, seed: int) -> list[Event]:
-    """Sessions of many users interleaved, as they arrive from a busy site."""
+    """Sessions of many users interleaved, as they arrive from a busy site (an hour ago)."""
     traffic = Traffic(CATALOG, n_users=USERS, seed=seed)
-    rng = random.Random(seed)
-    sessions: list[Iterator[Event]] = []
-    out: list[Event] = []
-    t = int(time.time() * 1000) - 3_600_000
-    while len(out) < n:
-        if len(sessions) < 40:
-            sessions.append(traffic.session(start_ms=t))
-        i = rng.randrange(len(sessions))
-        event = next(sessions[i], None)
-        if event is None:
-            sessions.pop(i)
-            continue
-        t += 10
-        out.append(event)
-    return out
+    start = int(time.time() * 1000) - 3_600_000
+    return list(traffic.interleaved(n, concurrent=40, start_ms=start))
 
 
 def reference_states(events: list[Event], limits: StateLimits) -> dict[bytes, UserState]:

@@ -12,7 +12,7 @@ from app.catalog import Catalog
 from app.codec import encode_event
 from app.processor import FEEDBACK, RECOMMENDATIONS, BatchResult, Output, Processor
 from app.ranking import FALLBACK_VERSION, model_vectorizer
-from app.records import Event, Source
+from app.records import Source
 from app.scoring.package import LoadedModel
 from app.settings import Settings
 from app.synthetic import Traffic, make_catalog
@@ -35,21 +35,10 @@ def stream(n_users: int, n_events: int, seed: int) -> list[tuple[bytes, Source]]
     about 3% of records delivered twice, as after a consumer restart."""
     traffic = Traffic(make_catalog(400, seed=3), n_users=n_users, seed=seed)
     rng = random.Random(seed)
-    open_sessions: list[Iterator[Event]] = []
     records: list[tuple[bytes, Source]] = []
-    t = T0
-    while len(records) < n_events:
-        if len(open_sessions) < 12:
-            open_sessions.append(traffic.session(start_ms=t))
-        i = rng.randrange(len(open_sessions))
-        event = next(open_sessions[i], None)
-        if event is None:
-            open_sessions.pop(i)
-            continue
-        t += 50
+    for event in traffic.interleaved(n_events, concurrent=12, start_ms=T0, step_ms=50):
         value = encode_event(event)
-        source = Source("events", 0, len(records), event.user_id.encode())
-        records.append((value, source))
+        records.append((value, Source("events", 0, len(records), event.user_id.encode())))
         if rng.random() < 0.03:
             records.append((value, Source("events", 0, len(records), event.user_id.encode())))
     return records
