@@ -238,9 +238,10 @@ class Processor:
         if user is None:
             user = users[event.user_id] = self._load(event.user_id, lookup)
         previous = user.state
-        duplicate = previous is not None and previous.has_applied(event.event_id)
+        at = (source.partition, source.offset)
+        duplicate = previous is not None and previous.has_applied(event.event_id, at)
         item = self.catalog.index.item(event.item_id) if event.item_id is not None else None
-        state = apply_event(previous, event, item, self.limits)
+        state = apply_event(previous, event, item, self.limits, at)
         user.state = state
         user.last_position = position
         trigger = event.type is EventType.SEARCH or event.type in NEXT_ITEM_TRIGGERS

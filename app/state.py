@@ -67,9 +67,24 @@ class UserState:
     recent_event_ids: tuple[str, ...] = ()
     last_recommendation: LastRecommendation | None = None
     updated_ms: int = 0
+    # (partition, offset) of the last events-topic record applied. A user's records are all on
+    # one partition and applied in offset order, so a redelivered record at or below it was
+    # applied already, however many of the user's events a replay after a crash covers; the
+    # event-id window catches producers that send an event twice.
+    applied_offset: tuple[int, int] | None = None
 
-    def has_applied(self, event_id: str) -> bool:
-        return event_id == self.last_event_id or event_id in self.recent_event_ids
+    def has_applied(self, event_id: str, position: tuple[int, int] | None = None) -> bool:
+        """True for an event already in this state: its id is recent, or ``position`` (the
+        record's partition and offset) is not past the last record applied."""
+        if event_id == self.last_event_id or event_id in self.recent_event_ids:
+            return True
+        last = self.applied_offset
+        return (
+            position is not None
+            and last is not None
+            and position[0] == last[0]
+            and position[1] <= last[1]
+        )
 
     def counter(self, name: str) -> int:
         return dict(self.counters).get(name, 0)
@@ -121,14 +136,18 @@ def _push(seq: tuple[Any, ...], value: Any, limit: int) -> tuple[Any, ...]:
 
 
 def apply_event(
-    state: UserState | None, event: Event, item: Item | None, limits: StateLimits
+    state: UserState | None,
+    event: Event,
+    item: Item | None,
+    limits: StateLimits,
+    position: tuple[int, int] | None = None,
 ) -> UserState:
     """The user's state after ``event``; ``item`` is the catalog entry for ``event.item_id``.
 
     Redelivered events (already applied) return the state unchanged, so the update is idempotent.
     """
     current = state if state is not None else UserState(user_id=event.user_id)
-    if current.has_applied(event.event_id):
+    if current.has_applied(event.event_id, position):
         return current
     # Out-of-order events never move affinity time backwards.
     now_ms = max(current.affinity_time_ms, event.event_time_ms)
@@ -177,6 +196,7 @@ def apply_event(
         last_event_id=event.event_id,
         recent_event_ids=_push(current.recent_event_ids, event.event_id, limits.recent_event_ids),
         updated_ms=max(current.updated_ms, event.event_time_ms),
+        applied_offset=position if position is not None else current.applied_offset,
     )
 
 
@@ -203,6 +223,7 @@ def encode_state(state: UserState) -> bytes:
             "re": state.recent_event_ids,
             "lr": None if last is None else [last.event_id, last.model_version, last.item_ids],
             "t": state.updated_ms,
+            "ao": None if state.applied_offset is None else list(state.applied_offset),
         }
     )
 
@@ -226,4 +247,5 @@ def decode_state(raw: bytes) -> UserState:
         recent_event_ids=tuple(doc["re"]),
         last_recommendation=None if lr is None else LastRecommendation(lr[0], lr[1], tuple(lr[2])),
         updated_ms=int(doc["t"]),
+        applied_offset=None if doc.get("ao") is None else (int(doc["ao"][0]), int(doc["ao"][1])),
     )

@@ -49,10 +49,12 @@ def reference_states(events: list[Event], limits: StateLimits) -> dict[bytes, Us
 
 
 def comparable(state: UserState) -> dict[str, object]:
-    """The state minus the last recommendation sent: which ranking a user saw last depends on
-    how replays fell into micro-batches, everything else must not."""
+    """The state minus the last recommendation sent and the last offset applied: which ranking
+    a user saw last depends on how replays fell into micro-batches, and the reference has no
+    offsets; everything else must not differ."""
     doc: dict[str, object] = orjson.loads(encode_state(state))
     doc.pop("lr")
+    doc.pop("ao")
     return doc
 
 

@@ -139,3 +139,25 @@ def test_round_trip_through_rocksdb(
 def test_unknown_state_version_is_refused() -> None:
     with pytest.raises(ValueError, match="version"):
         decode_state(b'{"v": 99}')
+
+
+def test_a_replay_longer_than_the_id_window_is_still_applied_once(
+    event_factory: Callable[..., Event],
+) -> None:
+    # A crash can leave more of one user's records uncommitted than the event-id window holds;
+    # the record offsets still say which were applied.
+    limits = StateLimits(recent_event_ids=4)
+    events = [event_factory("click", item_id=f"i{n}") for n in range(20)]
+    state: UserState | None = None
+    for offset, event in enumerate(events):
+        state = apply_event(state, event, None, limits, (3, 100 + offset))
+    assert state is not None and state.applied_offset == (3, 119)
+    replayed = state
+    for offset, event in enumerate(events):
+        assert replayed.has_applied(event.event_id, (3, 100 + offset))
+        replayed = apply_event(replayed, event, None, limits, (3, 100 + offset))
+    assert replayed == state
+    assert decode_state(encode_state(state)) == state
+    # A new record after the last one applied is new, even on the same partition.
+    later = apply_event(state, event_factory("click", item_id="i99"), None, limits, (3, 120))
+    assert later.counter("click") == 21
