@@ -8,7 +8,6 @@ the broker has all of them, before faust picks the offsets to commit.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -83,10 +82,6 @@ class OutputProducer:
             raise DeliveryError(
                 f"{remaining} records undelivered after {timeout_s}s; errors: {errors[:5]}"
             )
-
-    async def delivered(self, timeout_s: float = 60.0) -> None:
-        """:meth:`flush` off the event loop."""
-        await asyncio.to_thread(self.flush, timeout_s)
 
     def close(self, timeout_s: float = 10.0) -> None:
         remaining = self._producer.flush(timeout_s)

@@ -151,10 +151,6 @@ class Processor:
         )
         self.ranker = Ranker(scorer, spec, self.params, query_cache_size=settings.query_cache_size)
 
-    @property
-    def scorer(self) -> Scorer:
-        return self.ranker.scorer
-
     def decode(self, value: bytes | None, source: Source) -> Event | Outcome:
         """The event, or a dead-letter outcome saying why the record is unusable."""
         raw = value if value is not None else b""
