@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
@@ -14,6 +15,7 @@ import fastjsonschema
 import orjson
 
 from app.records import (
+    ITEM_EVENTS,
     DeadLetterError,
     Event,
     EventType,
@@ -95,7 +97,7 @@ def decode_event(raw: bytes, *, max_bytes: int) -> Event:
     for id_field in ("event_id", "user_id"):
         if not doc.get(id_field):
             raise DecodeError(DeadLetterError.MISSING_ID, f"{id_field} is missing or empty")
-    if kind != EventType.SEARCH and not doc.get("item_id"):
+    if kind in ITEM_EVENTS and not doc.get("item_id"):
         raise DecodeError(DeadLetterError.MISSING_ID, f"item_id is required for type {kind!r}")
     try:
         validator("event")(doc)
@@ -228,18 +230,50 @@ def encode_feedback(
     return orjson.dumps(doc)
 
 
+# Reasons quote what they found (a key, a type); a hostile record must not make them huge.
+MAX_REASON_CHARS = 1000
+DEFAULT_DEAD_LETTER_BYTES = 64 * 1024
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying so.
+
+    >>> _clip("abcdef", 4)
+    'abcd... (6 characters)'
+    """
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def encode_dead_letter(
-    error: DeadLetterError, reason: str, source: Source, value: bytes, *, received_time_ms: int
+    error: DeadLetterError,
+    reason: str,
+    source: Source,
+    value: bytes,
+    *,
+    received_time_ms: int,
+    max_bytes: int = DEFAULT_DEAD_LETTER_BYTES,
 ) -> bytes:
+    """The dead letter for a record; at most ``max_bytes`` of its key and of its value are
+    copied (a record at the broker's size limit would not fit back otherwise), but its size and
+    sha256 always are."""
+    key = source.key
     doc = {
         "schema_version": SCHEMA_VERSION,
         "error": error.value,
-        "reason": reason,
+        "reason": _clip(reason, MAX_REASON_CHARS),
         "topic": source.topic,
         "partition": source.partition,
         "offset": source.offset,
-        "key_b64": None if source.key is None else base64.b64encode(source.key).decode("ascii"),
-        "value_b64": base64.b64encode(value).decode("ascii"),
+        "key_b64": None if key is None else base64.b64encode(key[:max_bytes]).decode("ascii"),
+        "value_b64": base64.b64encode(value[:max_bytes]).decode("ascii"),
+        "value_size": len(value),
+        "value_sha256": hashlib.sha256(value).hexdigest(),
+        "value_truncated": len(value) > max_bytes,
         "received_time": format_time_ms(received_time_ms),
     }
     return orjson.dumps(doc)
+
+
+def dead_letter_key(key: bytes | None, max_bytes: int = 1024) -> bytes | None:
+    """The dead letter's own record key: the offending record's, unless absurdly long."""
+    return key if key is None or len(key) <= max_bytes else hashlib.sha256(key).digest()

@@ -135,7 +135,12 @@ def run_demo(
             for msg in consumer.consume(num_messages=500, timeout=0.2):
                 if msg.error() is not None:
                     continue
-                rec = orjson.loads(msg.value() or b"{}")
+                value = msg.value()
+                if value is None:  # a forgotten user's tombstone
+                    key = (msg.key() or b"").decode(errors="replace")
+                    print(f"{'':10} {key:<11} forgotten", file=out, flush=True)
+                    continue
+                rec = orjson.loads(value)
                 _, append_ms = msg.timestamp()
                 event_ms = parse_time_ms(rec["event_time"])
                 latency = append_ms - event_ms

@@ -1,18 +1,81 @@
-"""librdkafka configuration derived from settings, shared by every confluent-kafka client."""
+"""Kafka client configuration derived from settings: librdkafka's, and faust's credentials."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
+from pathlib import Path
 
-from app.settings import Settings
+import faust
+from faust.types.auth import CredentialsT
+
+from app.settings import Settings, SettingsError
 
 ConfigValue = str | int | float | bool
+
+
+def sasl_password(settings: Settings) -> str:
+    """The SASL password, from ``sasl_password`` or read from ``sasl_password_file``."""
+    if not settings.sasl_password_file:
+        return settings.sasl_password.get()
+    path = Path(settings.sasl_password_file)
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        # The error names the file, never its content.
+        raise SettingsError(f"sasl_password_file {path}: {exc.strerror}") from None
 
 
 def client_config(
     settings: Settings, extra: Mapping[str, ConfigValue] | None = None
 ) -> dict[str, ConfigValue]:
     """Connection settings for librdkafka plus the client-specific ``extra`` keys."""
-    config: dict[str, ConfigValue] = {"bootstrap.servers": settings.bootstrap_servers}
+    config: dict[str, ConfigValue] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "security.protocol": settings.security_protocol.lower(),
+    }
+    if settings.uses_sasl:
+        config["sasl.mechanisms"] = settings.sasl_mechanism
+        config["sasl.username"] = settings.sasl_username
+        config["sasl.password"] = sasl_password(settings)
+    if settings.uses_ssl:
+        if settings.ssl_ca_file:
+            config["ssl.ca.location"] = settings.ssl_ca_file
+        if settings.ssl_cert_file:
+            config["ssl.certificate.location"] = settings.ssl_cert_file
+            config["ssl.key.location"] = settings.ssl_key_file
+            if settings.ssl_key_password:
+                config["ssl.key.password"] = settings.ssl_key_password.get()
+        config["ssl.endpoint.identification.algorithm"] = (
+            "https" if settings.ssl_check_hostname else "none"
+        )
     config.update(extra or {})
     return config
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context faust's (aiokafka's) connections use, from the same settings."""
+    context = ssl.create_default_context(cafile=settings.ssl_ca_file or None)
+    if settings.ssl_cert_file:
+        context.load_cert_chain(
+            settings.ssl_cert_file,
+            settings.ssl_key_file,
+            password=settings.ssl_key_password.get() or None,
+        )
+    if not settings.ssl_check_hostname:
+        context.check_hostname = False
+    return context
+
+
+def faust_credentials(settings: Settings) -> CredentialsT | None:
+    """faust's ``broker_credentials`` for the configured security protocol (None: plaintext)."""
+    if settings.uses_sasl:
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=sasl_password(settings),
+            ssl_context=ssl_context(settings) if settings.uses_ssl else None,
+            mechanism=settings.sasl_mechanism,
+        )
+    if settings.uses_ssl:
+        return faust.SSLCredentials(ssl_context(settings))
+    return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import faust
 
+from app.kafka_config import faust_credentials
 from app.settings import Settings
 
 
@@ -22,10 +23,14 @@ def build_faust_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=broker_url(settings.bootstrap_servers),
+        broker_credentials=faust_credentials(settings),
         # rocksdb:// uses rocksdict when python-rocksdb is absent (faust-streaming >= 0.10).
         store="rocksdb://",
         datadir=str(settings.data_dir),
         processing_guarantee=settings.processing_guarantee,
+        # Standbys replay other workers' changelog partitions, so a partition that moves here
+        # (rebalance, crash) is served at once instead of after a full restore.
+        table_standby_replicas=settings.standby_replicas,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         # The web server would expose /table (table contents); liverank serves its own

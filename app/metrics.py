@@ -121,6 +121,18 @@ class Metrics:
             "Queue age of the oldest record in the latest micro-batch.",
             registry=r,
         )
+        self.rules = Counter(
+            "liverank_input_rules",
+            "Events applied under a documented rule instead of dead-lettered: unknown_item, "
+            "withdrawn_item, out_of_order (README: Guarantees).",
+            ["rule"],
+            registry=r,
+        )
+        self.forgotten = Counter(
+            "liverank_users_forgotten",
+            "forget_user events applied: the user's state deleted.",
+            registry=r,
+        )
         self.state_resets = Counter(
             "liverank_state_resets",
             "User states that could not be read and were started afresh.",

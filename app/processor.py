@@ -7,10 +7,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 
 from app.catalog import Catalog, CatalogIndex
 from app.codec import (
     DecodeError,
+    dead_letter_key,
     decode_event,
     encode_dead_letter,
     encode_feedback,
@@ -41,6 +45,10 @@ from app.state import (
 log = logging.getLogger(__name__)
 
 RECOMMENDATIONS = "recommendations"
+# Events handled by a documented rule rather than dead-lettered; counted by rule.
+RULE_UNKNOWN_ITEM = "unknown_item"  # applied to the history; no affinity (nothing known of it)
+RULE_WITHDRAWN_ITEM = "withdrawn_item"  # applied like any other; never recommended
+RULE_OUT_OF_ORDER = "out_of_order"  # applied; affinity time never moves backwards
 FEEDBACK = "feedback"
 DEAD_LETTERS = "dead_letters"
 
@@ -55,15 +63,23 @@ class Output:
 
     role: str
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone
+
+    def document(self) -> Any:
+        """The record's JSON document (a tombstone has none)."""
+        if self.value is None:
+            raise ValueError(f"a tombstone on {self.role} has no document")
+        return orjson.loads(self.value)
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What handling one record decided. ``status``: processed, duplicate or dead_letter.
+    """What handling one record decided. ``status``: processed, duplicate, forgotten or
+    dead_letter.
 
     ``state`` is set on the last record of each user in a batch: the one table write for that
-    user (a user's earlier records in the batch are folded into it)."""
+    user (a user's earlier records in the batch are folded into it). ``delete`` is set there
+    instead when the batch ends with the user forgotten: the table entry is deleted."""
 
     status: str
     outputs: list[Output] = field(default_factory=list)
@@ -73,6 +89,8 @@ class Outcome:
     recommendation: Recommendation | None = None
     error: DeadLetterError | None = None
     state_reset: bool = False
+    delete: bool = False
+    rules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +114,21 @@ class _Step:
     event: Event
     source: Source
     raw: bytes
-    state: UserState
+    state: UserState | None  # None after forget_user
     duplicate: bool
     trigger: bool
+    rules: tuple[str, ...] = ()
     recommendation: Recommendation | None = None
     coalesced_into: _Step | None = None
     error: str | None = None
+
+
+def _applied(step: _Step) -> UserState:
+    """The state a triggering step ranks from (only forget_user steps have none; they never
+    trigger)."""
+    if step.state is None:
+        raise ValueError(f"event {step.event.event_id} has no state to rank from")
+    return step.state
 
 
 @dataclass(slots=True)
@@ -112,6 +139,7 @@ class _User:
     last: LastRecommendation | None
     reset: bool
     last_position: int = -1
+    forgotten: bool = False
 
 
 class Processor:
@@ -164,6 +192,7 @@ class Processor:
                     f"record key {source.key!r} is not the user_id {event.user_id!r}; events must "
                     "be keyed by user_id so that a user's state lives on one partition",
                 )
+            self._check_time(event, source)
         except DecodeError as exc:
             return self.dead_letter(exc.error, exc.reason, source, raw)
         except Exception as exc:
@@ -174,12 +203,43 @@ class Processor:
             )
         return event
 
+    def _check_time(self, event: Event, source: Source) -> None:
+        """Event times far from when the record was written are dead-lettered: a year-old or
+        next-year event would pollute the user's history and freeze or skip affinity decay.
+
+        The reference is the record's Kafka timestamp, not the clock, so a replay decides the
+        same way however late it runs."""
+        settings = self.settings
+        reference = source.timestamp_ms if source.timestamp_ms else self.clock()
+        ahead_s = (event.event_time_ms - reference) / 1000.0
+        if settings.max_event_future_s and ahead_s > settings.max_event_future_s:
+            raise DecodeError(
+                DeadLetterError.TIME_OUT_OF_RANGE,
+                f"event_time {event.event_time} is {ahead_s:.0f} s ahead of the record's "
+                f"timestamp (limit {settings.max_event_future_s:.0f} s)",
+            )
+        if settings.max_event_age_s and -ahead_s > settings.max_event_age_s:
+            raise DecodeError(
+                DeadLetterError.TIME_OUT_OF_RANGE,
+                f"event_time {event.event_time} is {-ahead_s:.0f} s older than the record's "
+                f"timestamp (limit {settings.max_event_age_s:.0f} s)",
+            )
+
     def dead_letter(
         self, error: DeadLetterError, reason: str, source: Source, raw: bytes
     ) -> Outcome:
-        value = encode_dead_letter(error, reason, source, raw, received_time_ms=self.clock())
+        value = encode_dead_letter(
+            error,
+            reason,
+            source,
+            raw,
+            received_time_ms=self.clock(),
+            max_bytes=self.settings.dead_letter_max_bytes,
+        )
         return Outcome(
-            status="dead_letter", outputs=[Output(DEAD_LETTERS, source.key, value)], error=error
+            status="dead_letter",
+            outputs=[Output(DEAD_LETTERS, dead_letter_key(source.key), value)],
+            error=error,
         )
 
     def handle(
@@ -233,15 +293,28 @@ class Processor:
         user = users.get(event.user_id)
         if user is None:
             user = users[event.user_id] = self._load(event.user_id, lookup)
+        user.last_position = position
+        if event.type is EventType.FORGET_USER:
+            # Idempotent: a replayed forget_user deletes again. The dedupe window goes with the
+            # state, so later events (a new session) start a new state.
+            user.state, user.last, user.forgotten = None, None, True
+            return _Step(position, event, source, raw, None, duplicate=False, trigger=False)
         previous = user.state
         at = (source.partition, source.offset)
         duplicate = previous is not None and previous.has_applied(event.event_id, at)
         item = self.catalog.index.item(event.item_id) if event.item_id is not None else None
         state = apply_event(previous, event, item, self.limits, at)
         user.state = state
-        user.last_position = position
         trigger = event.type is EventType.SEARCH or event.type in NEXT_ITEM_TRIGGERS
-        return _Step(position, event, source, raw, state, duplicate, trigger)
+        rules: tuple[str, ...] = ()
+        if not duplicate:
+            if event.item_id is not None and item is None:
+                rules += (RULE_UNKNOWN_ITEM,)
+            elif item is not None and item.withdrawn:
+                rules += (RULE_WITHDRAWN_ITEM,)
+            if previous is not None and event.event_time_ms < previous.updated_ms:
+                rules += (RULE_OUT_OF_ORDER,)
+        return _Step(position, event, source, raw, state, duplicate, trigger, rules)
 
     def _load(self, user_id: str, lookup: Callable[[bytes], bytes | None]) -> _User:
         raw = lookup(user_id.encode("utf-8"))
@@ -316,7 +389,7 @@ class Processor:
         if not steps:
             return
         try:
-            recs = ranker(index, [(s.state, s.event) for s in steps])
+            recs = ranker(index, [(_applied(s), s.event) for s in steps])
         except Exception as exc:
             if len(steps) == 1:
                 log.exception("ranking event %s failed", steps[0].event.event_id)
@@ -342,6 +415,9 @@ class Processor:
             event = step.event
             user = users[event.user_id]
             key = event.user_id.encode("utf-8")
+            if step.state is None:
+                outcomes.append(self._forgotten(step, user, key, now))
+                continue
             outputs: list[Output] = []
             attributed = user.last
             rec = step.recommendation
@@ -395,6 +471,22 @@ class Processor:
                     recommendation=rec,
                     error=None if step.error is None else DeadLetterError.PROCESSING_ERROR,
                     state_reset=reset,
+                    rules=step.rules,
                 )
             )
         return outcomes
+
+    def _forgotten(self, step: _Step, user: _User, key: bytes, now: int) -> Outcome:
+        """forget_user: a tombstone for whatever downstream caches of the user's
+        recommendations, a forget_user record for the training data, and (when nothing of
+        theirs follows in the batch) the state deleted."""
+        feedback = encode_feedback(
+            step.event, emit_time_ms=now, duplicate=False, last_recommendation=None
+        )
+        return Outcome(
+            status="forgotten",
+            outputs=[Output(RECOMMENDATIONS, key, None), Output(FEEDBACK, key, feedback)],
+            user_id=step.event.user_id,
+            event=step.event,
+            delete=user.last_position == step.position and user.forgotten,
+        )

@@ -12,7 +12,15 @@ class EventType(StrEnum):
     ADD_TO_CART = "add_to_cart"
     PURCHASE = "purchase"
     SEARCH = "search"
+    # Erase the user: their state is deleted (a tombstone in the changelog), downstream gets a
+    # tombstone on the recommendations topic and a forget_user record on the feedback topic.
+    FORGET_USER = "forget_user"
 
+
+# Events with an item_id (searches carry a query, forget_user neither).
+ITEM_EVENTS = frozenset(
+    {EventType.VIEW, EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE}
+)
 
 # Events that ask for fresh next-item recommendations (a search asks for query results).
 NEXT_ITEM_TRIGGERS = frozenset({EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE})
@@ -53,6 +61,7 @@ class DeadLetterError(StrEnum):
     MISSING_ID = "missing_id"
     SCHEMA_VIOLATION = "schema_violation"
     KEY_MISMATCH = "key_mismatch"
+    TIME_OUT_OF_RANGE = "time_out_of_range"
     PROCESSING_ERROR = "processing_error"
 
 

@@ -20,7 +20,42 @@ class SettingsError(ValueError):
     """A ``LIVERANK_*`` variable could not be turned into a valid setting."""
 
 
+class Secret:
+    """A password or key: the value is there for clients, but never printed or logged.
+
+    >>> Secret("hunter2")
+    Secret('**********')
+    >>> Secret("hunter2").get()
+    'hunter2'
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+
 # Python's level names, and faust's (its CLI accepts only these spellings).
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
 LOG_LEVELS = {
     "debug": "debug",
     "info": "info",
@@ -49,11 +84,32 @@ class Settings:
     topic_dead_letters: str = _field(
         "liverank.dead-letters.v1", "Records that could not be applied, with the reason."
     )
+    # Connection security. Secrets come from the environment or from files (a mounted Kubernetes
+    # Secret); they are typed Secret, so printing or logging the settings never shows them.
+    security_protocol: str = _field(
+        "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, for every Kafka connection."
+    )
+    sasl_mechanism: str = _field("SCRAM-SHA-512", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    sasl_username: str = _field("", "SASL user name.")
+    sasl_password: Secret = _field(Secret(), "SASL password (or use SASL_PASSWORD_FILE).")
+    sasl_password_file: str = _field(
+        "", "File holding the SASL password (trailing newline ignored); read at start-up."
+    )
+    ssl_ca_file: str = _field("", "PEM CA bundle for the brokers' certificates; empty: system CAs.")
+    ssl_cert_file: str = _field("", "PEM client certificate, for brokers that require one (mTLS).")
+    ssl_key_file: str = _field("", "PEM private key of the client certificate.")
+    ssl_key_password: Secret = _field(Secret(), "Password of SSL_KEY_FILE, if it is encrypted.")
+    ssl_check_hostname: bool = _field(True, "Check that broker certificates name the broker.")
     partitions: int = _field(
         4, "Partitions of the events, recommendations and feedback topics and the state table."
     )
     catalog_partitions: int = _field(1, "Partitions of the catalog topic.")
     replication_factor: int = _field(1, "Replication factor of the topics liverank creates.")
+    standby_replicas: int = _field(
+        1,
+        "Standby copies of each state partition kept warm on other workers (from the changelog), "
+        "so a partition that moves is served without a full restore; 0 for none.",
+    )
     processing_guarantee: str = _field(
         "at_least_once", "Only at_least_once for now (state updates deduplicate by event id)."
     )
@@ -126,6 +182,21 @@ class Settings:
     )
     # Input limits.
     max_event_bytes: int = _field(16 * 1024, "Larger event records are dead-lettered as oversize.")
+    max_event_age_s: float = _field(
+        30 * 86400.0,
+        "Events whose event_time is older than this, against the record's Kafka timestamp, are "
+        "dead-lettered (time_out_of_range); 0 turns the check off.",
+    )
+    max_event_future_s: float = _field(
+        300.0,
+        "Events whose event_time is further ahead of the record's Kafka timestamp than this "
+        "(clock skew) are dead-lettered (time_out_of_range); 0 turns the check off.",
+    )
+    dead_letter_max_bytes: int = _field(
+        64 * 1024,
+        "Most bytes of an offending record copied into its dead letter (its size and sha256 "
+        "are always there).",
+    )
     # Catalog follower: how often a changed catalog is re-indexed, and how long start-up may wait.
     catalog_refresh_s: float = _field(0.2, "How often catalog changes are re-indexed, seconds.")
     catalog_preload_timeout_s: float = _field(
@@ -181,8 +252,45 @@ class Settings:
             raise SettingsError(
                 f"model_device must be auto, cuda or cpu, not {self.model_device!r}"
             )
+        if self.standby_replicas < 0:
+            raise SettingsError("standby_replicas must not be negative")
+        if self.max_event_age_s < 0 or self.max_event_future_s < 0:
+            raise SettingsError("max_event_age_s and max_event_future_s must not be negative")
+        if self.dead_letter_max_bytes < 256:
+            raise SettingsError("dead_letter_max_bytes must be at least 256")
+        self._check_security()
         if self.affinity_half_life_s <= 0:
             raise SettingsError("affinity_half_life_s must be positive")
+
+    def _check_security(self) -> None:
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise SettingsError(
+                f"security_protocol must be one of {', '.join(SECURITY_PROTOCOLS)}, "
+                f"not {self.security_protocol!r}"
+            )
+        if self.security_protocol.startswith("SASL_"):
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise SettingsError(
+                    f"sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}, "
+                    f"not {self.sasl_mechanism!r}"
+                )
+            if not self.sasl_username:
+                raise SettingsError(f"{self.security_protocol} needs sasl_username")
+            if bool(self.sasl_password) == bool(self.sasl_password_file):
+                raise SettingsError(
+                    f"{self.security_protocol} needs exactly one of sasl_password and "
+                    "sasl_password_file"
+                )
+        if bool(self.ssl_cert_file) != bool(self.ssl_key_file):
+            raise SettingsError("ssl_cert_file and ssl_key_file go together")
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -214,16 +322,31 @@ class Settings:
             (
                 ENV_PREFIX + f.name.upper(),
                 _type_name(hints[f.name]),
-                str(getattr(self, f.name)),
+                _shown(getattr(self, f.name)),
                 str(f.metadata.get("doc", "")),
             )
             for f in fields(self)
         ]
 
+    def to_env(self) -> dict[str, str]:
+        """``LIVERANK_*`` variables that rebuild these settings (secrets in the clear: for a
+        child process's environment, never for printing)."""
+        return {ENV_PREFIX + f.name.upper(): _raw(getattr(self, f.name)) for f in fields(self)}
+
     def markdown_table(self) -> str:
         lines = ["| variable | type | default | meaning |", "|---|---|---|---|"]
         lines += [f"| `{v}` | {t} | `{d}` | {doc} |" for v, t, d, doc in self.as_table()]
         return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, Secret):
+        return "(secret)" if value else ""
+    return str(value)
+
+
+def _raw(value: Any) -> str:
+    return value.get() if isinstance(value, Secret) else str(value)
 
 
 def _type_name(tp: Any) -> str:
@@ -245,6 +368,8 @@ def _convert(key: str, raw: str, tp: Any) -> Any:
             return float(raw)
         if tp is Path:
             return Path(raw)
+        if tp is Secret:
+            return Secret(raw)
         return raw
     except ValueError as exc:
         raise SettingsError(f"{key}: {exc}") from exc

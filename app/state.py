@@ -18,8 +18,15 @@ EVENT_WEIGHTS: dict[EventType, float] = {
     EventType.ADD_TO_CART: 4.0,
     EventType.PURCHASE: 8.0,
     EventType.SEARCH: 0.0,
+    EventType.FORGET_USER: 0.0,
 }
 STATE_VERSION = 1
+# Query terms longer than this are not remembered (NFKC can expand one character to 18, so a
+# 512-character query could otherwise leave kilobytes-long "terms" in the state).
+MAX_TERM_CHARS = 64
+# The schemas' limit on event_id, user_id, item_id, category; tags are at most 64.
+MAX_ID_CHARS = 128
+MAX_TAG_CHARS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +153,9 @@ def apply_event(
 
     Redelivered events (already applied) return the state unchanged, so the update is idempotent.
     """
+    if event.type is EventType.FORGET_USER:
+        # Forgetting is not a state change but the end of the state: the caller deletes it.
+        raise ValueError("forget_user deletes the user's state; it is not applied to it")
     current = state if state is not None else UserState(user_id=event.user_id)
     if current.has_applied(event.event_id, position):
         return current
@@ -169,7 +179,7 @@ def apply_event(
     purchased = current.purchased
     query_terms = current.query_terms
     if event.type is EventType.SEARCH:
-        terms = tokenize(event.query or "")
+        terms = tuple(t for t in tokenize(event.query or "") if len(t) <= MAX_TERM_CHARS)
         kept = tuple(t for t in query_terms if t not in terms)
         query_terms = (*kept, *terms)[-limits.max_query_terms :]
     elif event.item_id is not None:
@@ -203,6 +213,35 @@ def apply_event(
 def with_recommendation(state: UserState, rec: LastRecommendation) -> UserState:
     """Remember what the user was last sent, for feedback attribution."""
     return replace(state, last_recommendation=rec)
+
+
+def state_size_bound(limits: StateLimits, top_k: int) -> int:
+    """Bytes ``encode_state`` can reach, whatever a user does, at these limits.
+
+    Every kept list full and every string at its schema maximum, each character at its UTF-8
+    worst case (4 bytes; the schemas refuse the control characters JSON would escape to 6);
+    numbers at 24 characters. The state of a user with a million events is no bigger than
+    that of one with a thousand."""
+
+    def text(chars: int) -> int:
+        return 4 * chars + 3  # quotes and a comma
+
+    number = 24
+    model_version = 128
+    return (
+        256  # keys, brackets, version, times, offsets
+        + 2 * text(MAX_ID_CHARS)  # user id, last event id
+        + limits.history_size * (text(MAX_ID_CHARS) + text(11) + number + 3)
+        + limits.max_affinities * (text(MAX_ID_CHARS) + number + 3)
+        + limits.max_affinities * (text(MAX_TAG_CHARS) + number + 3)
+        + limits.max_query_terms * text(MAX_TERM_CHARS)
+        + limits.max_purchased * text(MAX_ID_CHARS)
+        + len(EventType) * (text(11) + number + 3)
+        + limits.recent_event_ids * text(MAX_ID_CHARS)
+        + text(MAX_ID_CHARS)
+        + text(model_version)
+        + top_k * text(MAX_ID_CHARS)
+    )
 
 
 def encode_state(state: UserState) -> bytes:

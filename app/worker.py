@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 from app.agents import events as events_agent
 from app.catalog import Catalog, index_options
 from app.catalog_follower import CatalogFollower
-from app.codec import encode_dead_letter
+from app.codec import dead_letter_key, encode_dead_letter
 from app.health import Health, serve
 from app.kafka_config import client_config
 from app.main import build_faust_app
@@ -114,8 +114,15 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
 
     def dead_letter(error: DeadLetterError, reason: str, source: Source, raw: bytes) -> None:
         metrics.dead_letters.labels(error.value).inc()
-        value = encode_dead_letter(error, reason, source, raw, received_time_ms=wall_clock_ms())
-        dlq.produce(settings.topic_dead_letters, key=source.key, value=value)
+        value = encode_dead_letter(
+            error,
+            reason,
+            source,
+            raw,
+            received_time_ms=wall_clock_ms(),
+            max_bytes=settings.dead_letter_max_bytes,
+        )
+        dlq.produce(settings.topic_dead_letters, key=dead_letter_key(source.key), value=value)
         dlq.poll(0)
 
     catalog = Catalog(model_vectorizer(model.encoder, model.spec), index_options(settings))

@@ -65,6 +65,10 @@ def register(
                 metrics.dead_letters.labels(outcome.error.value).inc()
             if outcome.state_reset:
                 metrics.state_resets.inc()
+            for rule in outcome.rules:
+                metrics.rules.labels(rule).inc()
+            if outcome.status == "forgotten":
+                metrics.forgotten.inc()
             rec = outcome.recommendation
             if rec is not None:
                 metrics.recommendations.labels(rec.kind).inc()
@@ -111,9 +115,16 @@ def register(
                 table_reader(concrete, table, batch),
             )
             for event, outcome in zip(batch, result.outcomes, strict=True):
-                if outcome.state is not None and outcome.user_id is not None:
+                if outcome.user_id is None:
+                    continue
+                if outcome.state is not None:
                     concrete._set_current_event(event)  # the record this state came from
                     table[outcome.user_id.encode("utf-8")] = outcome.state
+                elif outcome.delete:
+                    # forget_user: removed from RocksDB, and a tombstone in the changelog so
+                    # that no restore or standby brings the state back.
+                    concrete._set_current_event(event)
+                    table.pop(outcome.user_id.encode("utf-8"), None)
             outputs.produce(out for outcome in result.outcomes for out in outcome.outputs)
             record(result, started)
 

@@ -31,7 +31,7 @@ class StartError(RuntimeError):
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """Every setting as its ``LIVERANK_*`` variable, so the worker sees exactly ``settings``."""
-    return {var: value for var, _type, value, _doc in settings.as_table()}
+    return settings.to_env()
 
 
 def parse_env_pairs(pairs: list[str]) -> dict[str, str]:

@@ -41,10 +41,7 @@ def isolated_settings(bootstrap: str, tmp: Path, **changes: object) -> Settings:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    return {
-        var: str(getattr(settings, var[len("LIVERANK_") :].lower()))
-        for var, _, _, _ in settings.as_table()
-    }
+    return settings.to_env()
 
 
 class WorkerProcess:

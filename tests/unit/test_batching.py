@@ -96,7 +96,7 @@ def test_batches_without_coalescing_emit_exactly_what_one_at_a_time_emits(
     assert len(batched) == len(single)
     for a, b in zip(single, batched, strict=True):  # every record, in order, byte for byte
         assert (a.role, a.key, a.value) == (b.role, b.key, b.value)
-    recs = [orjson.loads(o.value) for o in single if o.role == RECOMMENDATIONS]
+    recs = [o.document() for o in single if o.role == RECOMMENDATIONS]
     assert len(recs) > 500 and all(len(r["items"]) == 10 for r in recs)
 
 
@@ -109,8 +109,8 @@ def test_coalescing_ranks_each_user_once_per_batch_and_changes_no_state(
     assert batched_store == single_store
     assert sum(r.coalesced for r in results) > 50
 
-    single_recs = [orjson.loads(o.value) for o in single if o.role == RECOMMENDATIONS]
-    batched_recs = [orjson.loads(o.value) for o in batched if o.role == RECOMMENDATIONS]
+    single_recs = [o.document() for o in single if o.role == RECOMMENDATIONS]
+    batched_recs = [o.document() for o in batched if o.role == RECOMMENDATIONS]
     by_event = {r["event_id"]: r for r in single_recs}
     # Every triggering event still gets its recommendation record, in the same order.
     assert [r["event_id"] for r in batched_recs] == [r["event_id"] for r in single_recs]
@@ -125,8 +125,8 @@ def test_coalescing_ranks_each_user_once_per_batch_and_changes_no_state(
             assert rec["kind"] == alone["kind"] == by_event[target]["kind"]
     assert coalesced == sum(r.coalesced for r in results)
     # Feedback: one per applied event, same content but for what it is attributed to.
-    single_fb = [orjson.loads(o.value) for o in single if o.role == FEEDBACK]
-    batched_fb = [orjson.loads(o.value) for o in batched if o.role == FEEDBACK]
+    single_fb = [o.document() for o in single if o.role == FEEDBACK]
+    batched_fb = [o.document() for o in batched if o.role == FEEDBACK]
     strip = ("last_recommendation",)
     assert [{k: v for k, v in d.items() if k not in strip} for d in batched_fb] == [
         {k: v for k, v in d.items() if k not in strip} for d in single_fb
@@ -166,7 +166,7 @@ def test_late_records_get_the_cheap_path_and_still_update_state(
     fast = make(catalog, model, settings, deadline_ms=1000.0, coalesce_users=False)
     outputs, store, results = run(fast, aged, random_sizes(1))
     _, reference_store, _ = run(make(catalog, model, settings), records, one_at_a_time())
-    recs = [orjson.loads(o.value) for o in outputs if o.role == RECOMMENDATIONS]
+    recs = [o.document() for o in outputs if o.role == RECOMMENDATIONS]
     degraded = [r for r in recs if r.get("degraded")]
     assert 0 < len(degraded) < len(recs)
     assert sum(r.degraded for r in results) == len(degraded)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
+import jsonschema
 import orjson
 import pytest
 
 from app.codec import (
     DecodeError,
+    dead_letter_key,
     decode_event,
     decode_item,
     encode_dead_letter,
     encode_event,
     format_time_ms,
+    load_schema,
     parse_time_ms,
 )
 from app.records import DeadLetterError, EventType, Item, Source
@@ -110,3 +114,57 @@ def test_dead_letter_keeps_original_bytes_and_position() -> None:
     assert base64.b64decode(doc["key_b64"]) == b"u1"
     assert (doc["topic"], doc["partition"], doc["offset"]) == ("events", 3, 42)
     assert doc["received_time"] == format_time_ms(0) == "1970-01-01T00:00:00.000Z"
+    assert (doc["value_size"], doc["value_truncated"]) == (len(value), False)
+
+
+def test_dead_letters_of_huge_records_are_bounded() -> None:
+    """A record at the broker's 1 MB limit must not come back as a 1.4 MB dead letter that the
+    broker refuses: the copy is cut, its size and digest are kept, and so is the reason."""
+    value = b"A" * 1_000_000
+    key = b"k" * 100_000
+    doc = orjson.loads(
+        encode_dead_letter(
+            DeadLetterError.OVERSIZE,
+            "r" * 50_000,
+            Source("events", 0, 1, key),
+            value,
+            received_time_ms=0,
+            max_bytes=4096,
+        )
+    )
+    assert base64.b64decode(doc["value_b64"]) == value[:4096]
+    assert base64.b64decode(doc["key_b64"]) == key[:4096]
+    assert doc["value_truncated"] is True and doc["value_size"] == 1_000_000
+    assert doc["value_sha256"] == hashlib.sha256(value).hexdigest()
+    assert len(doc["reason"]) < 1100 and doc["reason"].endswith("(50000 characters)")
+    jsonschema.validate(doc, load_schema("dead_letter"))
+    assert dead_letter_key(key) == hashlib.sha256(key).digest()
+    assert dead_letter_key(b"u1") == b"u1"
+
+
+@pytest.mark.parametrize("field", ["event_id", "user_id", "item_id"])
+def test_ids_with_control_characters_are_refused(field: str) -> None:
+    doc = {
+        "event_id": "e1",
+        "user_id": "u1",
+        "type": "view",
+        "item_id": "i1",
+        "event_time": "2026-11-29T10:00:00Z",
+    }
+    doc[field] = "a\x00b"
+    with pytest.raises(DecodeError) as caught:
+        decode_event(orjson.dumps(doc), max_bytes=16384)
+    assert caught.value.error is DeadLetterError.SCHEMA_VIOLATION
+
+
+def test_forget_user_needs_no_item() -> None:
+    raw = orjson.dumps(
+        {
+            "event_id": "e1",
+            "user_id": "u1",
+            "type": "forget_user",
+            "event_time": "2026-11-29T10:00:00Z",
+        }
+    )
+    event = decode_event(raw, max_bytes=16384)
+    assert event.type is EventType.FORGET_USER and event.item_id is None

@@ -16,6 +16,7 @@ from app.processor import Processor
 from app.records import Event, EventType, Source
 from app.scoring.package import LoadedModel
 from app.settings import Settings
+from tests.conftest import T0
 
 SCHEMAS = ("event", "item", "recommendation", "feedback", "dead_letter")
 EXAMPLES = sorted((SCHEMA_DIR / "examples").glob("*.json"))
@@ -67,7 +68,7 @@ def emitted(
     settings: Settings,
     event_factory: Callable[..., Event],
 ) -> list[tuple[str, dict[str, Any]]]:
-    processor = Processor(music_catalog, model.ranker, model.spec, settings)
+    processor = Processor(music_catalog, model.ranker, model.spec, settings, clock=lambda: T0)
     store: dict[bytes, bytes] = {}
     inputs: list[tuple[bytes | None, bytes | None]] = []
     for e in [
@@ -77,6 +78,7 @@ def emitted(
         event_factory("add_to_cart", item_id="jazz-0"),
         event_factory("purchase", item_id="jazz-0"),
         event_factory("click", item_id="unknown-item"),
+        event_factory("forget_user"),
     ]:
         inputs.append((b"u1", encode_event(e)))
     inputs += [(b"u1", inputs[2][1]), (b"u1", b"{oops"), (None, b"[]"), (b"u1", None)]
@@ -85,7 +87,8 @@ def emitted(
         outcome = processor.handle(value, Source("events", 0, offset, key), store.get)
         if outcome.state is not None:
             store[b"u1"] = outcome.state
-        out += [(o.role, orjson.loads(o.value)) for o in outcome.outputs]
+        # A tombstone (forget_user, on the recommendations topic) has no document.
+        out += [(o.role, o.document()) for o in outcome.outputs if o.value is not None]
     return out
 
 
@@ -105,3 +108,4 @@ def test_everything_the_processor_emits_validates(
         validator(roles[role]).validate(doc)
     assert {role for role, _ in records} == set(roles)
     assert sum(1 for role, _ in records if role == "dead_letters") == 3
+    assert any(role == "feedback" and doc["type"] == "forget_user" for role, doc in records)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import orjson
 import pytest
 
 from app.catalog import Catalog
@@ -39,6 +38,6 @@ def test_hostile_payload_is_dead_lettered_with_its_reason(
         assert outcome.status == "processed"
         return
     assert outcome.status == "dead_letter"
-    (letter,) = [orjson.loads(o.value) for o in outcome.outputs if o.role == DEAD_LETTERS]
+    (letter,) = [o.document() for o in outcome.outputs if o.role == DEAD_LETTERS]
     assert letter["error"] == EXPECTED[name]
     assert letter["reason"] and letter["offset"] == 7
