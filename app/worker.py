@@ -22,7 +22,7 @@ from app.processor import DEAD_LETTERS, FEEDBACK, RECOMMENDATIONS, Processor, wa
 from app.ranking import model_vectorizer
 from app.records import DeadLetterError, Source
 from app.runtime import Runtime
-from app.scoring.package import load_package
+from app.scoring.gate import check_candidate
 from app.settings import LOG_LEVELS, Settings
 from app.tables import user_state_table
 
@@ -87,7 +87,9 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
     health = Health()
     server = serve(health, metrics, settings.http_host, settings.http_port)
 
-    model = load_package(
+    # The same gate a reloaded model must pass: a package that loads but scores NaN, constants
+    # or mixes batch rows stops the start-up with the reason, before any event is taken.
+    model = check_candidate(
         settings.model_path,
         variant=settings.model_variant,
         threads=settings.onnx_threads,

@@ -160,6 +160,11 @@ class OnnxItemEncoder:
             (ENCODER_OUTPUT,),
         )
 
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The ONNX file's metadata (``liverank.model_version``, ``liverank.role``, ...)."""
+        return dict(self._session.get_modelmeta().custom_metadata_map)
+
     def encode(self, index: NDArray[np.int64], terms: NDArray[np.int64]) -> NDArray[np.float32]:
         if index.shape[0] == 0:
             return np.zeros((0, self.spec.dim), dtype=np.float32)
@@ -257,6 +262,11 @@ class OnnxRanker:
     @property
     def model_version(self) -> str:
         return self.spec.version
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The ONNX file's metadata (``liverank.model_version``, ``liverank.role``, ...)."""
+        return dict(self._session.get_modelmeta().custom_metadata_map)
 
     def score(self, inputs: RankInputs) -> NDArray[np.float32]:
         binding = self._binding
