@@ -1,4 +1,4 @@
-"""A real local KRaft broker: start, create a topic, produce and consume one message, stop."""
+"""A real local KRaft broker: start, produce and consume, stop, and restart on the same data."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # NewTopic: no explicit re-export
     AdminClient,
     NewTopic,
@@ -61,3 +61,47 @@ def test_local_broker_round_trip(tmp_path: Path) -> None:
     assert not kafka.is_running()
     assert not (tmp_path / "kafka" / "kafka.pid").exists()
     kafka.stop()  # idempotent
+
+
+@pytest.mark.integration
+def test_restart_keeps_data_and_address(tmp_path: Path) -> None:
+    # No port requested: the second start must find the first one's ports on its own.
+    kafka = LocalKafka(tmp_path / "kafka", startup_timeout=120.0)
+    try:
+        bootstrap = kafka.start()
+        topic = f"restart-{uuid.uuid4().hex[:8]}"
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        for future in admin.create_topics([NewTopic(topic, num_partitions=1)]).values():
+            future.result(timeout=30)
+        producer = Producer({"bootstrap.servers": bootstrap})
+        producer.produce(topic, key=b"k", value=b"before restart")
+        assert producer.flush(30) == 0
+        controller_port = kafka._controller_port
+
+        kafka.stop()
+        assert not kafka.is_running()
+        assert kafka.start() == bootstrap
+        assert kafka._controller_port == controller_port
+
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"g-{topic}",
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            # assign(), not subscribe(): no group rebalance to wait for.
+            consumer.assign([TopicPartition(topic, 0, 0)])
+            deadline = time.monotonic() + 60
+            message = None
+            while time.monotonic() < deadline:
+                message = consumer.poll(1.0)
+                if message is not None and message.error() is None:
+                    break
+            assert message is not None and message.error() is None
+            assert (message.key(), message.value()) == (b"k", b"before restart")
+        finally:
+            consumer.close()
+    finally:
+        kafka.stop()
