@@ -12,7 +12,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from app.codec import encode_event, encode_item
+from app.codec import encode_event, encode_item, format_time_ms
 from app.localkafka import pick_free_ports
 from app.records import NEXT_ITEM_TRIGGERS, Event, EventType
 from app.settings import Settings
@@ -43,6 +43,9 @@ def reference_states(events: list[Event], limits: StateLimits) -> dict[bytes, Us
     states: dict[bytes, UserState] = {}
     for event in events:
         key = event.user_id.encode()
+        if event.type is EventType.FORGET_USER:
+            states.pop(key, None)
+            continue
         item = items.get(event.item_id) if event.item_id else None
         states[key] = apply_event(states.get(key), event, item, limits)
     return states
@@ -81,12 +84,18 @@ def triggers_of(events: list[Event]) -> set[str]:
 
 
 def answered(kafka: KafkaIO, settings: Settings, triggers: set[str]) -> list[Record]:
-    """The recommendations topic, read until every trigger has its record."""
-    return kafka.read_until(
+    """The recommendations topic (tombstones left out), read until every trigger has its
+    record."""
+    records = kafka.read_until(
         settings.topic_recommendations,
-        lambda rs: triggers <= {orjson.loads(r.value or b"{}")["event_id"] for r in rs},
+        lambda rs: triggers <= answered_ids(rs),
         timeout_s=180,
     )
+    return [r for r in records if r.value is not None]
+
+
+def answered_ids(records: list[Record]) -> set[str]:
+    return {orjson.loads(r.value)["event_id"] for r in records if r.value is not None}
 
 
 def check_states(settings: Settings, events: list[Event]) -> tuple[int, int, int]:
@@ -133,7 +142,7 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
     recs = answered(kafka, settings, triggers)
     assert worker.stop() == 0
     mismatched, lost, doubled = check_states(settings, events)
-    seen = {orjson.loads(r.value or b"{}")["event_id"] for r in recs}
+    seen = answered_ids(recs)
     duplicates = len(recs) - len(seen)
     print(
         f"\ncrash test: {len(events)} events over {USERS} users, {len(triggers)} triggers; "
@@ -172,7 +181,7 @@ def test_a_second_worker_joins_and_leaves_and_state_stays_right(
         b.stop()
         a.stop()
     mismatched, lost, doubled = check_states(settings, events)
-    seen = {orjson.loads(r.value or b"{}")["event_id"] for r in recs}
+    seen = answered_ids(recs)
     print(
         f"\nrebalance test: {len(events)} events over {USERS} users; a second worker joined, "
         f"processed {processed_by_b} events and left; state mismatches {mismatched}, "
@@ -188,3 +197,75 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 90.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+def test_forgotten_users_stay_forgotten_after_restarts_and_a_rebuild_from_the_changelog(
+    settings: Settings, kafka: KafkaIO, tmp_path: Path
+) -> None:
+    prepare_topics(settings, kafka)
+    events = interleaved_events(3_000, seed=9)
+    users = sorted({e.user_id for e in events})
+    forgotten = users[:12]
+    returning = forgotten[:3]  # they come back after being forgotten: a new, empty state
+    end = max(e.event_time_ms for e in events)
+    forgets = [
+        Event(f"forget-{u}", u, EventType.FORGET_USER, end + 1, format_time_ms(end + 1))
+        for u in forgotten
+    ]
+    after = [
+        Event(
+            f"back-{u}",
+            u,
+            EventType.VIEW,
+            end + 2,
+            format_time_ms(end + 2),
+            item_id=CATALOG[0].item_id,
+        )
+        for u in returning
+    ]
+    log = events + forgets + after
+    produce(settings, log)
+
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker.start()
+    answered(kafka, settings, triggers_of(events))
+    wait_for(lambda: worker.metric("liverank_events_total") >= len(log))
+    assert worker.stop() == 0
+
+    def check(when: str, state_settings: Settings) -> None:
+        stored = read_states(state_settings)
+        gone = [u for u in forgotten if u not in returning]
+        assert not {u.encode() for u in gone} & stored.keys(), when
+        mismatched, lost, doubled = check_states(state_settings, log)
+        print(
+            f"\nforget_user, {when}: {len(gone)} users forgotten and absent, {len(returning)} "
+            f"came back with a fresh state; {len(stored)} states stored, mismatches "
+            f"{mismatched}, lost {lost}, applied twice {doubled}"
+        )
+        assert (mismatched, lost, doubled) == (0, 0, 0)
+
+    check("after processing", settings)
+    worker.start()  # a restart on the same disk
+    assert worker.stop() == 0
+    check("after a restart", settings)
+    # A pod that lost its disk rebuilds the state from the changelog: tombstones included.
+    rebuilt = settings.replace(data_dir=tmp_path / "rebuilt")
+    fresh = WorkerProcess(rebuilt, tmp_path / "rebuilt.log")
+    fresh.start()
+    assert fresh.stop() == 0
+    check("after a rebuild from the changelog", rebuilt)
+
+    # Their keys end in tombstones in the changelog (when the user came back in the same
+    # micro-batch, the new state is written instead: no tombstone is needed).
+    gone = {u.encode() for u in forgotten if u not in returning}
+    changelog = kafka.read_until(
+        f"{settings.app_id}-user-state-changelog",
+        lambda rs: gone <= {r.key for r in rs if r.value is None},
+    )
+    last = {r.key: r.value for r in sorted(changelog, key=lambda r: (r.partition, r.offset))}
+    assert all(last[key] is None for key in gone)
+    recs = kafka.read_until(
+        settings.topic_recommendations,
+        lambda rs: {u.encode() for u in forgotten} <= {r.key for r in rs if r.value is None},
+    )
+    assert {r.key for r in recs if r.value is None} == {u.encode() for u in forgotten}
