@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # BLAS reads its thread count when numpy is first imported, which is just below.
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(settings.blas_threads)
+        from app.kafka_config import KafkaUnavailable
         from app.scoring.base import ModelContractError
         from app.worker import run_worker
 
@@ -55,6 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ModelContractError as exc:
             print(f"liverank: refusing to start: {exc}", file=sys.stderr)
             return 3
+        except (KafkaUnavailable, SettingsError) as exc:
+            # SettingsError here: a password file that cannot be read.
+            print(f"liverank: cannot connect to Kafka: {exc}", file=sys.stderr)
+            return 4
         return 0
     if args.command == "topics":
         from app.topics import create_topics, topic_specs

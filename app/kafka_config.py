@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import ssl
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import faust
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
 from faust.types.auth import CredentialsT
 
 from app.settings import Settings, SettingsError
@@ -24,6 +29,57 @@ def sasl_password(settings: Settings) -> str:
     except OSError as exc:
         # The error names the file, never its content.
         raise SettingsError(f"sasl_password_file {path}: {exc.strerror}") from None
+
+
+class KafkaUnavailable(RuntimeError):
+    """The brokers refused us (credentials, TLS) or did not answer; the message says which."""
+
+
+# Errors no retry will fix: wrong credentials, a certificate we do not trust.
+_FATAL = {KafkaError._AUTHENTICATION: "authentication failed", KafkaError._SSL: "TLS failed"}
+
+
+def check_connection(settings: Settings, timeout_s: float = 60.0) -> int:
+    """Log in and read the cluster's metadata once; returns the number of brokers.
+
+    Bad credentials or an untrusted certificate raise :class:`KafkaUnavailable` at once, with
+    librdkafka's reason: every client would otherwise retry them forever while the pod looks
+    merely slow to start.
+    """
+    fatal: list[str] = []
+    lock = threading.Lock()
+
+    def on_error(error: KafkaError) -> None:
+        if error.code() in _FATAL:
+            with lock:
+                fatal.append(f"{_FATAL[error.code()]}: {error.str()}")
+
+    config: dict[str, Any] = {**client_config(settings), "error_cb": on_error}
+    admin = AdminClient(config)
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            brokers = len(admin.list_topics(timeout=1.0).brokers)
+            if brokers:
+                return brokers
+        except KafkaException as exc:
+            last = exc
+        admin.poll(0)  # error_cb runs only from poll()
+        with lock:
+            if fatal:
+                raise KafkaUnavailable(f"{_who(settings)}: {fatal[0]}")
+    raise KafkaUnavailable(
+        f"no broker at {settings.bootstrap_servers} answered within {timeout_s:.0f} s ({last})"
+    )
+
+
+def _who(settings: Settings) -> str:
+    """Where and as whom we connect (never with what password)."""
+    how = settings.security_protocol
+    if settings.uses_sasl:
+        how += f", {settings.sasl_mechanism} as {settings.sasl_username!r}"
+    return f"{settings.bootstrap_servers} ({how})"
 
 
 def client_config(

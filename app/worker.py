@@ -14,7 +14,7 @@ from app.catalog import Catalog, index_options
 from app.catalog_follower import CatalogFollower
 from app.codec import dead_letter_key, encode_dead_letter
 from app.health import Health, serve
-from app.kafka_config import client_config
+from app.kafka_config import KafkaUnavailable, check_connection, client_config
 from app.main import build_faust_app
 from app.metrics import Metrics
 from app.outputs import FlushBeforeCommit, OutputProducer
@@ -86,6 +86,12 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
     metrics = Metrics()
     health = Health()
     server = serve(health, metrics, settings.http_host, settings.http_port)
+    try:
+        brokers = check_connection(settings)
+    except KafkaUnavailable:
+        server.shutdown()
+        raise
+    log.info("connected to %d Kafka broker(s) over %s", brokers, settings.security_protocol)
 
     # The same gate a reloaded model must pass: a package that loads but scores NaN, constants
     # or mixes batch rows stops the start-up with the reason, before any event is taken.
