@@ -31,6 +31,14 @@ def sasl_password(settings: Settings) -> str:
         raise SettingsError(f"sasl_password_file {path}: {exc.strerror}") from None
 
 
+# librdkafka's send queue, per producer: when it is full, produce() raises BufferError and the
+# caller waits for the broker (back-pressure), instead of buffering up to its default 1 GiB.
+PRODUCER_QUEUE: dict[str, ConfigValue] = {
+    "queue.buffering.max.messages": 100_000,
+    "queue.buffering.max.kbytes": 64 * 1024,
+}
+
+
 class KafkaUnavailable(RuntimeError):
     """The brokers refused us (credentials, TLS) or did not answer; the message says which."""
 

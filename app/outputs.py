@@ -18,7 +18,7 @@ import faust
 from confluent_kafka import KafkaError, Message, Producer
 from faust.types import ConsumerT
 
-from app.kafka_config import client_config
+from app.kafka_config import PRODUCER_QUEUE, client_config
 from app.processor import Output
 from app.settings import Settings
 
@@ -45,6 +45,7 @@ class OutputProducer:
                     "acks": "all",
                     # Retries never duplicate or reorder a user's records.
                     "enable.idempotence": True,
+                    **PRODUCER_QUEUE,
                 },
             )
         )

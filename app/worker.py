@@ -14,7 +14,12 @@ from app.catalog import Catalog, index_options
 from app.catalog_follower import CatalogFollower
 from app.codec import dead_letter_key, encode_dead_letter
 from app.health import Health, serve
-from app.kafka_config import KafkaUnavailable, check_connection, client_config
+from app.kafka_config import (
+    PRODUCER_QUEUE,
+    KafkaUnavailable,
+    check_connection,
+    client_config,
+)
 from app.main import build_faust_app
 from app.metrics import Metrics
 from app.outputs import FlushBeforeCommit, OutputProducer
@@ -118,7 +123,7 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
         model.ranker.providers,
     )
 
-    dlq = Producer(client_config(settings, {"linger.ms": 5, "acks": "all"}))
+    dlq = Producer(client_config(settings, {"linger.ms": 5, "acks": "all", **PRODUCER_QUEUE}))
 
     def dead_letter(error: DeadLetterError, reason: str, source: Source, raw: bytes) -> None:
         metrics.dead_letters.labels(error.value).inc()
@@ -130,7 +135,14 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
             received_time_ms=wall_clock_ms(),
             max_bytes=settings.dead_letter_max_bytes,
         )
-        dlq.produce(settings.topic_dead_letters, key=dead_letter_key(source.key), value=value)
+        while True:
+            try:
+                dlq.produce(
+                    settings.topic_dead_letters, key=dead_letter_key(source.key), value=value
+                )
+                break
+            except BufferError:  # the queue is full: wait for the broker (back-pressure)
+                dlq.poll(0.05)
         dlq.poll(0)
 
     catalog = Catalog(model_vectorizer(model.encoder, model.spec), index_options(settings))

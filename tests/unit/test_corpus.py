@@ -15,7 +15,8 @@ from app.settings import Settings
 from tests.conftest import T0
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "events"
-# File name -> the dead-letter error, or "processed" (duplicate JSON keys: the last one wins).
+# File name -> the dead-letter error; or "processed" (duplicate JSON keys: the last one wins),
+# "processed:<rule>" for events applied under a documented rule, or "forgotten".
 EXPECTED: dict[str, str] = json.loads((CORPUS / "expected.json").read_text())
 
 
@@ -24,18 +25,21 @@ def test_every_corpus_file_has_an_expectation() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_hostile_payload_is_dead_lettered_with_its_reason(
+def test_hostile_payload_gets_its_documented_outcome(
     name: str, model: LoadedModel, settings: Settings
 ) -> None:
     catalog = Catalog()
     catalog.upsert(Item("jazz-0", "Jazz record", "jazz", tags=("jazz",)))
+    catalog.upsert(Item("gone-1", "Withdrawn record", "jazz", withdrawn=True))
     catalog.publish()
     processor = Processor(catalog, model.ranker, model.spec, settings, clock=lambda: T0)
     raw = (CORPUS / name).read_bytes()
     store: dict[bytes, bytes] = {}
     outcome = processor.handle(raw, Source("events", 0, 7, b"u1"), store.get)
-    if EXPECTED[name] == "processed":
-        assert outcome.status == "processed"
+    status, _, rule = EXPECTED[name].partition(":")
+    if status in ("processed", "forgotten"):
+        assert outcome.status == status
+        assert outcome.rules == ((rule,) if rule else ())
         return
     assert outcome.status == "dead_letter"
     (letter,) = [o.document() for o in outcome.outputs if o.role == DEAD_LETTERS]
