@@ -161,9 +161,8 @@ def _probe_inputs(
         count = width if row == 0 else int(rng.integers(2, width + 1))
         picks = rng.choice(len(vectors), size=count, replace=False)
         inputs.candidate_vectors[row, :count] = vectors[picks]
-        inputs.candidate_vectors[row, count:] = vectors[
-            0
-        ]  # as the worker pads, with one row's vector
+        # Padded as the worker pads: with one item's vector.
+        inputs.candidate_vectors[row, count:] = vectors[0]
         features = inputs.candidate_features[row, :count]
         features[:, 0] = rng.random(count) ** 2  # popularity: most items are not popular
         features[:, 1] = np.where(rng.random(count) < 0.4, rng.random(count), 0.0)

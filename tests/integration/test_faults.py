@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -67,14 +68,51 @@ def prepare_topics(settings: Settings, kafka: KafkaIO) -> None:
         kafka.produce(settings.topic_catalog, item.item_id.encode(), encode_item(item))
 
 
-def produce(settings: Settings, events: list[Event]) -> None:
+def produce(
+    settings: Settings, events: list[Event], hostile: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """The events in order; the ``hostile`` (key, value) records scattered among them."""
+    records = [(e.user_id.encode(), encode_event(e)) for e in events]
+    rng = random.Random(len(records))
+    for record in hostile:
+        records.insert(rng.randrange(len(records) + 1), record)
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 20})
-    for event in events:
-        producer.produce(
-            settings.topic_events, key=event.user_id.encode(), value=encode_event(event)
-        )
+    for key, value in records:
+        producer.produce(settings.topic_events, key=key, value=value)
         producer.poll(0)
     assert producer.flush(30) == 0
+
+
+CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "events"
+
+
+def hostile_records(copies: int) -> tuple[list[tuple[bytes, bytes]], Counter[str]]:
+    """``copies`` of every corpus payload that must be dead-lettered, keyed by a user of their
+    own (so no valid user's state is touched), and how many of each error to expect."""
+    expected: dict[str, str] = orjson.loads((CORPUS / "expected.json").read_bytes())
+    records: list[tuple[bytes, bytes]] = []
+    errors: Counter[str] = Counter()
+    for name, outcome in sorted(expected.items()):
+        if outcome.startswith(("processed", "forgotten")):
+            continue
+        for _ in range(copies):
+            records.append((b"u1", (CORPUS / name).read_bytes()))
+            errors[outcome] += 1
+    return records, errors
+
+
+def dead_letters_by_error(kafka: KafkaIO, settings: Settings, count: int) -> Counter[str]:
+    """Errors of the dead letters, one per offending record (redeliveries counted once)."""
+    letters = kafka.read_until(
+        settings.topic_dead_letters,
+        lambda rs: len({orjson.loads(r.value or b"{}")["offset"] for r in rs}) >= count,
+        timeout_s=120,
+    )
+    by_offset = {}
+    for r in letters:
+        doc = orjson.loads(r.value or b"{}")
+        by_offset[doc["offset"]] = doc["error"]
+    return Counter(by_offset.values())
 
 
 def triggers_of(events: list[Event]) -> set[str]:
@@ -121,7 +159,8 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
 ) -> None:
     prepare_topics(settings, kafka)
     events = interleaved_events(EVENTS, seed=3)
-    produce(settings, events)
+    hostile, expected_errors = hostile_records(copies=5)
+    produce(settings, events, hostile)
 
     rng = random.Random(11)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
@@ -144,16 +183,19 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
     mismatched, lost, doubled = check_states(settings, events)
     seen = answered_ids(recs)
     duplicates = len(recs) - len(seen)
+    dead = dead_letters_by_error(kafka, settings, len(hostile))
     print(
         f"\ncrash test: {len(events)} events over {USERS} users, {len(triggers)} triggers; "
         f"killed (SIGKILL) {KILLS} times after {kills} events; "
         f"state mismatches {mismatched}, lost {lost}, applied twice {doubled}, "
         f"triggers without a recommendation {len(triggers - seen)}, "
-        f"recommendations redelivered {duplicates}"
+        f"recommendations redelivered {duplicates}; {len(hostile)} hostile records among "
+        f"them, dead-lettered by reason: {dict(sorted(dead.items()))}"
     )
     assert lost == 0 and doubled == 0
     assert mismatched == 0
     assert triggers <= seen
+    assert dead == expected_errors
 
 
 def test_a_second_worker_joins_and_leaves_and_state_stays_right(
