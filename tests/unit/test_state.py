@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 from rocksdict import Rdict
 
-from app.records import Event, EventType, Item
+from app.bench.state_size import sizes
+from app.records import Event, Item
 from app.state import (
-    MAX_ID_CHARS,
-    MAX_TAG_CHARS,
     StateLimits,
     UserState,
     apply_event,
@@ -19,7 +18,6 @@ from app.state import (
     encode_state,
     state_size_bound,
 )
-from tests.conftest import T0
 
 LIMITS = StateLimits(
     history_size=5,
@@ -176,40 +174,12 @@ def test_a_replay_longer_than_the_id_window_is_still_applied_once(
 @pytest.mark.parametrize("alphabet", ["x", "爵", "\U0001d11e"])
 def test_a_user_with_endless_hostile_events_stays_under_the_size_bound(alphabet: str) -> None:
     """Every id at its schema maximum, in 1-, 3- and 4-byte UTF-8 characters; every query
-    full of long terms. The state grows until the lists are full, then stops."""
+    full of long terms. The state grows until the lists are full, then stops
+    (``scripts/state-size`` runs the same user for a million events)."""
     limits = StateLimits()
     bound = state_size_bound(limits, top_k=10)
-    kinds = [EventType.VIEW, EventType.CLICK, EventType.SEARCH, EventType.PURCHASE]
-
-    def long(prefix: str, n: int, chars: int = MAX_ID_CHARS) -> str:
-        return f"{prefix}{n}".ljust(chars, alphabet)
-
-    state: UserState | None = None
-    sizes: dict[int, int] = {}
-    for n in range(6_000):
-        kind = kinds[n % 4]
-        item_id = long("i", n)
-        item = Item(
-            item_id,
-            "t",
-            long("c", n % 500),
-            tags=tuple(long(f"t{n % 997}-", j, MAX_TAG_CHARS) for j in range(32)),
-        )
-        event = Event(
-            event_id=long("e", n),
-            user_id=long("u", 0),
-            type=kind,
-            event_time_ms=T0 + n * 1000,
-            event_time="-",
-            item_id=None if kind is EventType.SEARCH else item_id,
-            query=(" ".join(f"w{n}{alphabet * 70}{j}" for j in range(8)))[:512]
-            if kind is EventType.SEARCH
-            else None,
-        )
-        state = apply_event(state, event, None if kind is EventType.SEARCH else item, limits)
-        if n + 1 in (1_000, 6_000):
-            sizes[n + 1] = len(encode_state(state))
-    assert sizes[6_000] <= bound
+    found = sizes(6_000, [1_000, 6_000], limits, alphabet)
+    assert found[6_000] <= bound
     # Full after a thousand events: five times as many add nothing (numbers may lengthen).
-    assert abs(sizes[6_000] - sizes[1_000]) < 0.02 * sizes[1_000]
-    print(f"\nstate size, ids of {alphabet!r}: {sizes} bytes (bound {bound})")
+    assert abs(found[6_000] - found[1_000]) < 0.02 * found[1_000]
+    print(f"\nstate size, ids of {alphabet!r}: {found} bytes (bound {bound})")
