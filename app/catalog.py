@@ -122,7 +122,9 @@ class CatalogIndex:
         active = sorted((i for i in known.values() if not i.withdrawn), key=lambda i: i.item_id)
         n = len(active)
         vectors = np.ascontiguousarray(vectors_of(active), dtype=np.float32)
-        raw_pop = np.fromiter((i.popularity for i in active), dtype=np.float32, count=n)
+        # float64 until the log: a hostile popularity of 1e308 is finite there, not inf (whose
+        # inf / inf would put NaN into the model's features).
+        raw_pop = np.fromiter((i.popularity for i in active), dtype=np.float64, count=n)
         log_pop = np.log1p(raw_pop)
         top = float(log_pop.max()) if n else 0.0
         popularity = (log_pop / top if top > 0 else log_pop).astype(np.float32)

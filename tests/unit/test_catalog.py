@@ -36,6 +36,17 @@ def test_popular_rows_are_ordered(item_factory: Callable[..., Item]) -> None:
     assert index.popularity.max() == 1.0
 
 
+def test_an_absurd_popularity_cannot_put_nan_into_features(
+    item_factory: Callable[..., Item],
+) -> None:
+    """1e308 is valid JSON and passes the schema (minimum 0), but overflows float32."""
+    index = CatalogIndex.build(
+        [item_factory("a", popularity=1e308), item_factory("b", popularity=5.0)]
+    )
+    assert np.isfinite(index.popularity).all()
+    assert [index.ids[r] for r in index.popular_rows] == ["a", "b"]
+
+
 def test_similar_items_share_direction(item_factory: Callable[..., Item]) -> None:
     jazz1 = item_vector(item_factory("a", "jazz", tags=("piano",)))
     jazz2 = item_vector(item_factory("b", "jazz", tags=("piano",)))
