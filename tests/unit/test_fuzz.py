@@ -6,13 +6,14 @@ import string
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.catalog import Catalog
-from app.codec import DecodeError, decode_event, format_time_ms
+from app.codec import DecodeError, decode_event, decode_item, format_time_ms
 from app.processor import DEAD_LETTERS, Processor
 from app.records import ITEM_EVENTS, Event, EventType, Item, Source
 from app.scoring.package import LoadedModel
@@ -142,3 +143,39 @@ def test_state_stays_bounded_and_each_event_counts_once(events: list[Event]) -> 
     assert len(state.tag_affinity) <= limits.max_affinities
     assert sum(n for _, n in state.counters) == len({e.event_id for e in events})
     assert decode_state(encode_state(state)) == state
+
+
+ITEM_DOCS = st.fixed_dictionaries(
+    {
+        "item_id": st.sampled_from(["a", "b", "c", "d"]),
+        "title": st.text(min_size=1, max_size=60),
+        "category": st.sampled_from(["jazz", "rock", "x" * 128]),
+    },
+    optional={
+        "tags": st.lists(st.text(min_size=1, max_size=64), max_size=32),
+        "price": st.floats(min_value=0, allow_nan=False, allow_infinity=False) | INT64,
+        "popularity": st.floats(min_value=0, allow_nan=False, allow_infinity=False) | INT64,
+        "withdrawn": st.booleans(),
+        "extra": JSON,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(ITEM_DOCS, min_size=1, max_size=6))
+def test_any_catalog_gives_finite_features(docs: list[dict[str, Any]]) -> None:
+    """Whatever the catalog says (absurd prices and popularity included), an item is either
+    refused with a reason or indexed with finite features."""
+    catalog = Catalog()
+    for doc in docs:
+        try:
+            item = decode_item(orjson.dumps(doc), doc["item_id"].encode())
+        except DecodeError as exc:
+            assert exc.reason
+            continue
+        assert isinstance(item, Item)
+        catalog.upsert(item)
+    catalog.publish()
+    index = catalog.index
+    assert np.isfinite(index.popularity).all()
+    assert np.isfinite(index.vectors).all()
