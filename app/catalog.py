@@ -93,6 +93,9 @@ class CatalogIndex:
     popular_rows: NDArray[np.int32]
     token_rows: dict[str, NDArray[np.int32]]
     category_rows: dict[str, NDArray[np.int32]]
+    # Which item encoder made ``vectors`` (a model version): a model must rank with the item
+    # vectors of its own encoder, so a hot reload switches when the index says so.
+    encoder_tag: str = ""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -116,6 +119,7 @@ class CatalogIndex:
         vectors_of: Callable[[list[Item]], NDArray[np.float32]] = hashed_vectors,
         tokens_of: Callable[[Item], tuple[str, ...]] = item_tokens,
         options: IndexOptions = IndexOptions(),  # noqa: B008 - frozen, shared safely
+        encoder_tag: str = "",
     ) -> CatalogIndex:
         """Index the active items; ``vectors_of`` gives their vectors, one row per item."""
         known = {item.item_id: item for item in items}
@@ -174,6 +178,7 @@ class CatalogIndex:
                 t: by_popularity(np.array(r, dtype=np.int64), limit) for t, r in token_lists.items()
             },
             category_rows=category_rows,
+            encoder_tag=encoder_tag,
         )
 
 
@@ -188,9 +193,11 @@ class Catalog:
         self,
         vectorizer: Vectorizer = hashed_vectors,
         options: IndexOptions = IndexOptions(),  # noqa: B008 - frozen, shared safely
+        encoder_tag: str = "",
     ) -> None:
         self._items: dict[str, Item] = {}
         self._vectorizer = vectorizer
+        self._encoder_tag = encoder_tag
         self._options = options
         # Tokens are cached per item value and vectors are taken over from the previous
         # snapshot's matrix, so a publish only encodes new or changed items (and no per-item
@@ -199,15 +206,21 @@ class Catalog:
         self._lock = threading.Lock()
         self._dirty = False
         self._version = 0
-        self._index = self._build([], 0)
+        self._index = self._build([], 0, vectorizer, encoder_tag)
 
-    def _build(self, items: list[Item], version: int) -> CatalogIndex:
+    def _build(
+        self, items: list[Item], version: int, vectorizer: Vectorizer, encoder_tag: str
+    ) -> CatalogIndex:
+        def vectors_of(active: list[Item]) -> NDArray[np.float32]:
+            return self._vectors_of(active, vectorizer, encoder_tag)
+
         return CatalogIndex.build(
             items,
             version=version,
-            vectors_of=self._vectors_of,
+            vectors_of=vectors_of,
             tokens_of=self._tokens_of,
             options=self._options,
+            encoder_tag=encoder_tag,
         )
 
     def _tokens_of(self, item: Item) -> tuple[str, ...]:
@@ -216,11 +229,13 @@ class Catalog:
             tokens = self._tokens[item] = item_tokens(item)
         return tokens
 
-    def _vectors_of(self, items: list[Item]) -> NDArray[np.float32]:
+    def _vectors_of(
+        self, items: list[Item], vectorizer: Vectorizer, encoder_tag: str
+    ) -> NDArray[np.float32]:
         # The first (empty) snapshot is built before there is a previous one.
         previous = getattr(self, "_index", None)
-        if previous is None or not len(previous):
-            return self._vectorizer(items)
+        if previous is None or not len(previous) or previous.encoder_tag != encoder_tag:
+            return vectorizer(items)  # nothing to reuse, or another encoder's vectors
         # Rows of the previous snapshot whose item is unchanged keep their vector.
         reuse = np.fromiter(
             (
@@ -232,17 +247,26 @@ class Catalog:
         )
         fresh = np.flatnonzero(reuse < 0)
         if fresh.size == len(items):
-            return self._vectorizer(items)
+            return vectorizer(items)
         matrix = np.empty((len(items), previous.vectors.shape[1]), dtype=np.float32)
         kept = np.flatnonzero(reuse >= 0)
         matrix[kept] = previous.vectors[reuse[kept]]
         if fresh.size:
-            matrix[fresh] = self._vectorizer([items[i] for i in fresh.tolist()])
+            matrix[fresh] = vectorizer([items[i] for i in fresh.tolist()])
         return matrix
 
     @property
     def index(self) -> CatalogIndex:
         return self._index
+
+    def set_vectorizer(self, vectorizer: Vectorizer, encoder_tag: str) -> None:
+        """Re-encode every item with another model's encoder at the next :meth:`publish`;
+        until then readers keep the current index, whose tag names the encoder it was made
+        with."""
+        with self._lock:
+            self._vectorizer = vectorizer
+            self._encoder_tag = encoder_tag
+            self._dirty = True
 
     def upsert(self, item: Item) -> None:
         with self._lock:
@@ -265,7 +289,8 @@ class Catalog:
             self._version += 1
             snapshot = list(self._items.values())
             version = self._version
-        index = self._build(snapshot, version)
+            vectorizer, encoder_tag = self._vectorizer, self._encoder_tag
+        index = self._build(snapshot, version, vectorizer, encoder_tag)
         live = set(snapshot)
         self._tokens = {i: t for i, t in self._tokens.items() if i in live}
         self._index = index

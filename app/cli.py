@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--items", type=int, default=0, help="synthetic items; 0: MovieLens-100K")
     demo.add_argument("--rate", type=float, default=20.0, help="events per second")
     demo.add_argument("--duration", type=float, default=None, help="seconds; default until Ctrl-C")
+    quality = sub.add_parser(
+        "quality", help="live hit rate@K and CTR per model version, from the attribution topic"
+    )
+    quality.add_argument(
+        "--windows", default="300,3600", help="sliding windows, seconds, comma-separated"
+    )
     sub.add_parser("settings", help="print the configuration table (markdown)")
     return parser
 
@@ -98,6 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_demo(
             settings, users=args.users, items=args.items, rate=args.rate, duration_s=args.duration
         )
+        return 0
+    if args.command == "quality":
+        from app.quality_report import read_quality, report
+
+        windows = [int(w) for w in args.windows.split(",") if w.strip()]
+        live, now_ms = read_quality(settings, windows, settings.quality_k)
+        print(report(live, now_ms))
         return 0
     if args.command == "settings":
         print(settings.markdown_table())

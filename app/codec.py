@@ -6,6 +6,7 @@ import base64
 import functools
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import fastjsonschema
 import orjson
 
+from app.attribution import Impression, Positive, unacted
 from app.records import (
     ITEM_EVENTS,
     DeadLetterError,
@@ -277,3 +279,101 @@ def encode_dead_letter(
 def dead_letter_key(key: bytes | None, max_bytes: int = 1024) -> bytes | None:
     """The dead letter's own record key: the offending record's, unless absurdly long."""
     return key if key is None or len(key) <= max_bytes else hashlib.sha256(key).digest()
+
+
+def _impression_fields(
+    imp: Impression, user_id: str, *, events_topic: str, window_s: float, emit_time_ms: int
+) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "request_id": imp.request_id,
+        "user_id": user_id,
+        "recommendation_kind": imp.kind,
+        "model_version": imp.model_version,
+        "shown_time": format_time_ms(imp.shown_ms),
+        "serving": {"topic": events_topic, "partition": imp.source[0], "offset": imp.source[1]},
+        "window_s": window_s,
+        "emit_time": format_time_ms(emit_time_ms),
+    }
+
+
+def encode_positive(
+    positive: Positive, user_id: str, *, events_topic: str, window_s: float, emit_time_ms: int
+) -> bytes:
+    """An attribution record (schemas/attribution.v1.json) for an action on a shown item."""
+    acted = positive.acted
+    doc = _impression_fields(
+        positive.impression,
+        user_id,
+        events_topic=events_topic,
+        window_s=window_s,
+        emit_time_ms=emit_time_ms,
+    )
+    doc.update(
+        kind="positive",
+        item_id=positive.impression.items[acted.rank],
+        rank=acted.rank,
+        action=acted.action,
+        event_id=acted.event_id,
+        delay_ms=max(0, positive.delay_ms),
+    )
+    return orjson.dumps(doc)
+
+
+def encode_negative(
+    imp: Impression, user_id: str, *, events_topic: str, window_s: float, emit_time_ms: int
+) -> bytes:
+    """An attribution record for a closed impression: the items shown and not acted on."""
+    doc = _impression_fields(
+        imp, user_id, events_topic=events_topic, window_s=window_s, emit_time_ms=emit_time_ms
+    )
+    doc.update(
+        kind="negative",
+        items=[{"item_id": item, "rank": rank} for rank, item in unacted(imp)],
+        shown=len(imp.items),
+        acted=[{"rank": a.rank, "action": a.action} for a in imp.acted],
+        close_reason=imp.closed_reason or "window",
+        closed_time=format_time_ms(imp.closed_ms if imp.closed_ms is not None else emit_time_ms),
+    )
+    return orjson.dumps(doc)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUpdate:
+    """A model version announced on the model-updates topic (schemas/model_update.v1.json)."""
+
+    name: str
+    version: str
+    path: str
+    published_ms: int
+    note: str | None = None
+
+
+def decode_model_update(raw: bytes | None) -> ModelUpdate:
+    if raw is None:
+        raise DecodeError(DeadLetterError.MALFORMED_JSON, "model update has no value")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(DeadLetterError.MALFORMED_JSON, str(exc)) from None
+    try:
+        validator("model_update")(doc)
+        published = parse_time_ms(doc["published_time"])
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise DecodeError(DeadLetterError.SCHEMA_VIOLATION, exc.message) from None
+    except ValueError as exc:
+        raise DecodeError(DeadLetterError.SCHEMA_VIOLATION, f"published_time: {exc}") from None
+    return ModelUpdate(doc["name"], doc["version"], doc["path"], published, doc.get("note"))
+
+
+def encode_model_update(update: ModelUpdate) -> bytes:
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "name": update.name,
+        "version": update.version,
+        "path": update.path,
+        "published_time": format_time_ms(update.published_ms),
+    }
+    if update.note is not None:
+        doc["note"] = update.note
+    return orjson.dumps(doc)

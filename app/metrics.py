@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from app.attribution import Impression, Positive
+from app.quality import Closed, LiveQuality, LiveQualityCollector
 
 # End-to-end latency spans milliseconds (healthy) to minutes (a worker catching up).
 _LATENCY_BUCKETS = (
@@ -48,9 +53,24 @@ class Metrics:
     registry: CollectorRegistry = field(
         default_factory=lambda: CollectorRegistry(auto_describe=True)
     )
+    quality_k: int = 10
 
     def __post_init__(self) -> None:
         r = self.registry
+        self.quality = LiveQuality(self.quality_k)
+        r.register(LiveQualityCollector(self.quality))
+        self.positives = Counter(
+            "liverank_attribution_positives",
+            "Actions on recommended items within the attribution window.",
+            ["model_version", "action"],
+            registry=r,
+        )
+        self.impressions_closed = Counter(
+            "liverank_impressions_closed",
+            "Impressions whose attribution window closed (window) or that were evicted.",
+            ["model_version", "reason"],
+            registry=r,
+        )
         self.events = Counter(
             "liverank_events", "Input events by type and outcome.", ["type", "outcome"], registry=r
         )
@@ -151,3 +171,12 @@ class Metrics:
             "liverank_catalog_updates", "Catalog records applied, by kind.", ["kind"], registry=r
         )
         self.ready = Gauge("liverank_ready", "1 when the worker is ready for traffic.", registry=r)
+
+    def attributed(self, positives: Iterable[Positive], closed: Iterable[Impression]) -> None:
+        """Count what attribution emitted and feed the live quality windows."""
+        for p in positives:
+            self.positives.labels(p.impression.model_version, p.acted.action).inc()
+        now_ms = time.time_ns() // 1_000_000
+        for imp in closed:
+            self.impressions_closed.labels(imp.model_version, imp.closed_reason or "window").inc()
+            self.quality.add(Closed.of(imp), now_ms)

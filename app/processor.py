@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from app.attribution import Impression, Positive, on_event, on_shown, on_timer, replayed
 from app.catalog import Catalog, CatalogIndex
 from app.codec import (
     DecodeError,
@@ -18,6 +19,8 @@ from app.codec import (
     decode_event,
     encode_dead_letter,
     encode_feedback,
+    encode_negative,
+    encode_positive,
     encode_recommendation,
 )
 from app.ranking import Ranker, RankingParams
@@ -45,6 +48,8 @@ from app.state import (
 log = logging.getLogger(__name__)
 
 RECOMMENDATIONS = "recommendations"
+ATTRIBUTION = "attribution"
+TIMERS = "timers"
 # Events handled by a documented rule rather than dead-lettered; counted by rule.
 RULE_UNKNOWN_ITEM = "unknown_item"  # applied to the history; no affinity (nothing known of it)
 RULE_WITHDRAWN_ITEM = "withdrawn_item"  # applied like any other; never recommended
@@ -64,6 +69,7 @@ class Output:
     role: str
     key: bytes | None
     value: bytes | None  # None: a tombstone
+    partition: int | None = None  # None: the producer's partitioner picks
 
     def document(self) -> Any:
         """The record's JSON document (a tombstone has none)."""
@@ -91,6 +97,10 @@ class Outcome:
     state_reset: bool = False
     delete: bool = False
     rules: tuple[str, ...] = ()
+    # Attribution, for the live quality metrics: positives and impressions closed just now
+    # (what a replay re-emits is not counted again).
+    positives: tuple[Positive, ...] = ()
+    closed: tuple[Impression, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +150,8 @@ class _User:
     reset: bool
     last_position: int = -1
     forgotten: bool = False
+    open: tuple[Impression, ...] = ()
+    closed: tuple[Impression, ...] = ()
 
 
 class Processor:
@@ -178,6 +190,34 @@ class Processor:
             affinity_half_life_s=settings.affinity_half_life_s,
         )
         self.ranker = Ranker(scorer, spec, self.params, query_cache_size=settings.query_cache_size)
+        # Rankers by model version; the catalog index names the encoder its vectors came from,
+        # and a batch ranks with that model (hot reload switches when the index does).
+        self._rankers: dict[str, Ranker] = {spec.version: self.ranker}
+
+    def add_model(self, spec: ModelSpec, scorer: Scorer) -> None:
+        """Make another model ready to rank; it is used from the first batch whose catalog
+        index carries its encoder's item vectors (Catalog.set_vectorizer). Thread-safe: the
+        table of rankers is replaced, never changed in place."""
+        ranker = Ranker(scorer, spec, self.params, query_cache_size=self.settings.query_cache_size)
+        self._rankers = {**self._rankers, spec.version: ranker}
+
+    def _ranker_for(self, index: CatalogIndex) -> Ranker:
+        ranker = self._rankers.get(index.encoder_tag)
+        if ranker is None or ranker is self.ranker:
+            return self.ranker  # (an untagged index: hashed vectors, in tests)
+        log.info(
+            "ranking with model %s from now on (was %s)", ranker.spec.version, self.spec.version
+        )
+        rankers = dict(self._rankers)
+        rankers.pop(self.spec.version, None)
+        self._rankers = rankers
+        self.ranker, self.spec = ranker, ranker.spec
+        return ranker
+
+    @property
+    def model_version(self) -> str:
+        """The model ranking now."""
+        return self.spec.version
 
     def decode(self, value: bytes | None, source: Source) -> Event | Outcome:
         """The event, or a dead-letter outcome saying why the record is unusable."""
@@ -259,6 +299,7 @@ class Processor:
         once per user per batch.
         """
         index = self.catalog.index
+        self._ranker_for(index)
         users: dict[str, _User] = {}
         steps: list[_Step | Outcome] = []
         for position, (value, source) in enumerate(records):
@@ -297,7 +338,7 @@ class Processor:
         if event.type is EventType.FORGET_USER:
             # Idempotent: a replayed forget_user deletes again. The dedupe window goes with the
             # state, so later events (a new session) start a new state.
-            user.state, user.last, user.forgotten = None, None, True
+            user.state, user.forgotten = None, True
             return _Step(position, event, source, raw, None, duplicate=False, trigger=False)
         previous = user.state
         at = (source.partition, source.offset)
@@ -326,7 +367,13 @@ class Processor:
             # A state we cannot read would block this user forever; start them afresh.
             log.warning("unreadable state for user %s; starting afresh", user_id)
             return _User(None, None, reset=True)
-        return _User(state, state.last_recommendation, reset=False)
+        return _User(
+            state,
+            state.last_recommendation,
+            reset=False,
+            open=state.impressions,
+            closed=state.closed_impressions,
+        )
 
     def _rank(self, index: CatalogIndex, triggers: list[_Step]) -> BatchResult:
         """Recommendations for the batch's triggering events, set on their steps."""
@@ -421,6 +468,8 @@ class Processor:
             outputs: list[Output] = []
             attributed = user.last
             rec = step.recommendation
+            attribution: list[Output] = []
+            positives, closed = self._attribute(step, user, key, now, attribution)
             if step.error is not None:
                 # The state change stands (a replay is deduplicated); only its ranking failed.
                 outputs += self.dead_letter(
@@ -453,11 +502,15 @@ class Processor:
                     ),
                 )
             )
+            outputs += attribution
             state: bytes | None = None
             if user.last_position == step.position and user.state is not None:
                 final = user.state
                 if user.last is not None and user.last != final.last_recommendation:
                     final = with_recommendation(final, user.last)
+                final = dataclasses.replace(
+                    final, impressions=user.open, closed_impressions=user.closed
+                )
                 state = encode_state(final)
             reset = user.reset and event.user_id not in reported_reset
             reported_reset.add(event.user_id)
@@ -472,9 +525,136 @@ class Processor:
                     error=None if step.error is None else DeadLetterError.PROCESSING_ERROR,
                     state_reset=reset,
                     rules=step.rules,
+                    positives=positives,
+                    closed=closed,
                 )
             )
         return outcomes
+
+    def _attribute(
+        self, step: _Step, user: _User, key: bytes, now: int, outputs: list[Output]
+    ) -> tuple[tuple[Positive, ...], tuple[Impression, ...]]:
+        """Attribution for one applied step, in record order: impressions past their window
+        close, an action on a shown item is a positive, a ranked recommendation opens an
+        impression (and its timer). A replayed record re-emits what it emitted the first time.
+        Returns the new positives and closures (for the live metrics)."""
+        event, source, rec = step.event, step.source, step.recommendation
+        settings = self.settings
+        if step.duplicate:
+            positives, closures = replayed(user.open, user.closed, event.event_id)
+            self._emit_attribution(key, positives, closures, now, outputs)
+            for imp in user.open:
+                if imp.request_id == event.event_id:  # its timer may not have been sent
+                    outputs.append(self._timer(key, imp))
+            return (), ()
+        record_ms = source.timestamp_ms or event.event_time_ms
+        window_ms = int(settings.attribution_window_s * 1000)
+        after = on_event(
+            user.open,
+            user.closed,
+            event,
+            record_ms,
+            window_ms=window_ms,
+            closed_limit=settings.attribution_closed_kept,
+        )
+        positives, closed = after.positives, after.newly_closed
+        user.open, user.closed = after.open, after.closed
+        if rec is not None and rec.coalesced_into is None:
+            shown = Impression(
+                request_id=rec.event_id,
+                kind=rec.kind,
+                model_version=rec.model_version,
+                items=tuple(i.item_id for i in rec.items),
+                shown_ms=event.event_time_ms,
+                due_ms=record_ms + window_ms,
+                source=(source.partition, source.offset),
+            )
+            opened = on_shown(
+                user.open,
+                user.closed,
+                shown,
+                open_limit=settings.attribution_open,
+                closed_limit=settings.attribution_closed_kept,
+            )
+            user.open, user.closed = opened.open, opened.closed
+            closed += opened.newly_closed
+            outputs.append(self._timer(key, shown))
+        self._emit_attribution(key, positives, closed, now, outputs)
+        return positives, closed
+
+    def _emit_attribution(
+        self,
+        key: bytes,
+        positives: Sequence[Positive],
+        closed: Sequence[Impression],
+        now: int,
+        outputs: list[Output],
+    ) -> None:
+        user_id = key.decode("utf-8")
+        topic, window_s = self.settings.topic_events, self.settings.attribution_window_s
+        for positive in positives:
+            value = encode_positive(
+                positive, user_id, events_topic=topic, window_s=window_s, emit_time_ms=now
+            )
+            outputs.append(Output(ATTRIBUTION, key, value))
+        for imp in closed:
+            value = encode_negative(
+                imp, user_id, events_topic=topic, window_s=window_s, emit_time_ms=now
+            )
+            outputs.append(Output(ATTRIBUTION, key, value))
+
+    def _timer(self, key: bytes, imp: Impression) -> Output:
+        """The record that closes ``imp`` when its window ends, on the partition of its user's
+        events (the timers topic is co-partitioned with them)."""
+        value = orjson.dumps({"request_id": imp.request_id, "due_ms": imp.due_ms})
+        return Output(TIMERS, key, value, partition=imp.source[0])
+
+    def handle_timer(
+        self, value: bytes | None, source: Source, lookup: Callable[[bytes], bytes | None]
+    ) -> Outcome:
+        """A due timer: close its impression if it is still open (negatives), or re-emit the
+        closure it made before a replay. Never raises: a bad timer record is dead-lettered."""
+        try:
+            doc = orjson.loads(value or b"")
+            request_id = str(doc["request_id"])
+            user_id = (source.key or b"").decode("utf-8")
+            if not user_id:
+                raise ValueError("timer record without a key")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            return self.dead_letter(
+                DeadLetterError.PROCESSING_ERROR,
+                f"unreadable attribution timer: {exc}",
+                source,
+                value or b"",
+            )
+        user = self._load(user_id, lookup)
+        if user.state is None:  # forgotten (or never stored): nothing to close
+            return Outcome(status="timer", user_id=user_id)
+        timer_id = f"timer:{source.partition}:{source.offset}"
+        after = on_timer(
+            user.open,
+            user.closed,
+            request_id,
+            timer_id,
+            closed_limit=self.settings.attribution_closed_kept,
+        )
+        outputs: list[Output] = []
+        key = user_id.encode("utf-8")
+        self._emit_attribution(key, (), after.newly_closed, self.clock(), outputs)
+        if after.open == user.open and after.closed == user.closed:
+            # Already closed: by the user's own events, or by this timer before a replay (then
+            # its negatives are emitted again).
+            return Outcome(status="timer", outputs=outputs, user_id=user_id)
+        final = dataclasses.replace(
+            user.state, impressions=after.open, closed_impressions=after.closed
+        )
+        return Outcome(
+            status="timer",
+            outputs=outputs,
+            user_id=user_id,
+            state=encode_state(final),
+            closed=after.newly_closed,
+        )
 
     def _forgotten(self, step: _Step, user: _User, key: bytes, now: int) -> Outcome:
         """forget_user: a tombstone for whatever downstream caches of the user's

@@ -10,6 +10,7 @@ from app.metrics import Metrics
 from app.outputs import OutputProducer
 from app.processor import Processor
 from app.settings import Settings
+from app.watermarks import Watermarks
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,3 +21,4 @@ class Runtime:
     metrics: Metrics
     health: Health
     outputs: OutputProducer
+    watermarks: Watermarks

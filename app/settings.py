@@ -84,6 +84,14 @@ class Settings:
     topic_dead_letters: str = _field(
         "liverank.dead-letters.v1", "Records that could not be applied, with the reason."
     )
+    topic_model_updates: str = _field(
+        "liverank.model-updates.v1",
+        "New model versions in, compacted (key: model name); every worker follows it.",
+    )
+    topic_attribution: str = _field(
+        "liverank.attribution.v1",
+        "Attributed feedback out (key: user_id): positives and closed impressions' negatives.",
+    )
     # Connection security. Secrets come from the environment or from files (a mounted Kubernetes
     # Secret); they are typed Secret, so printing or logging the settings never shows them.
     security_protocol: str = _field(
@@ -144,6 +152,19 @@ class Settings:
     affinity_half_life_s: float = _field(
         6 * 3600.0, "Half-life of category and tag affinities, seconds."
     )
+    # Attribution and live quality.
+    attribution_window_s: float = _field(
+        1800.0,
+        "How long after a recommendation is shown an action on one of its items counts as a "
+        "positive; when it ends the rest are negatives.",
+    )
+    attribution_open: int = _field(
+        8, "Impressions a user keeps open; beyond it the oldest closes early (evicted)."
+    )
+    attribution_closed_kept: int = _field(
+        8, "Closed impressions kept per user, so a replay re-emits what it emitted."
+    )
+    quality_k: int = _field(10, "K of the live hit rate@K.")
     # Ranking.
     top_k: int = _field(10, "Items per recommendation.")
     candidates: int = _field(200, "Candidates retrieved and scored per event.")
@@ -230,6 +251,8 @@ class Settings:
             "query_cache_size",
             "ann_exact_below",
             "posting_limit",
+            "attribution_open",
+            "quality_k",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -251,6 +274,10 @@ class Settings:
         if self.model_device not in ("auto", "cuda", "cpu"):
             raise SettingsError(
                 f"model_device must be auto, cuda or cpu, not {self.model_device!r}"
+            )
+        if self.attribution_window_s <= 0 or self.attribution_closed_kept < 0:
+            raise SettingsError(
+                "attribution_window_s must be positive and attribution_closed_kept not negative"
             )
         if self.standby_replicas < 0:
             raise SettingsError("standby_replicas must not be negative")
@@ -283,6 +310,11 @@ class Settings:
                 )
         if bool(self.ssl_cert_file) != bool(self.ssl_key_file):
             raise SettingsError("ssl_cert_file and ssl_key_file go together")
+
+    @property
+    def topic_timers(self) -> str:
+        """The attribution timers, an internal topic co-partitioned with the events topic."""
+        return f"{self.app_id}-attribution-timers"
 
     @property
     def uses_ssl(self) -> bool:

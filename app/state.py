@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from app.attribution import Acted, Impression
 from app.records import Event, EventType, Item
 from app.text import tokenize
 
@@ -79,6 +80,10 @@ class UserState:
     # applied already, however many of the user's events a replay after a crash covers; the
     # event-id window catches producers that send an event twice.
     applied_offset: tuple[int, int] | None = None
+    # Recommendations shown and still in their attribution window, and the last few closed ones
+    # (app.attribution); bounded by the attribution settings.
+    impressions: tuple[Impression, ...] = ()
+    closed_impressions: tuple[Impression, ...] = ()
 
     def has_applied(self, event_id: str, position: tuple[int, int] | None = None) -> bool:
         """True for an event already in this state: its id is recent, or ``position`` (the
@@ -215,8 +220,9 @@ def with_recommendation(state: UserState, rec: LastRecommendation) -> UserState:
     return replace(state, last_recommendation=rec)
 
 
-def state_size_bound(limits: StateLimits, top_k: int) -> int:
-    """Bytes ``encode_state`` can reach, whatever a user does, at these limits.
+def state_size_bound(limits: StateLimits, top_k: int, impressions: int = 16) -> int:
+    """Bytes ``encode_state`` can reach, whatever a user does, at these limits, with up to
+    ``impressions`` open and recently closed impressions (attribution).
 
     Every kept list full and every string at its schema maximum, each character at its UTF-8
     worst case (4 bytes; the schemas refuse the control characters JSON would escape to 6);
@@ -241,6 +247,17 @@ def state_size_bound(limits: StateLimits, top_k: int) -> int:
         + text(MAX_ID_CHARS)
         + text(model_version)
         + top_k * text(MAX_ID_CHARS)
+        # Open and recently closed impressions (attribution): ids, version, items, times, the
+        # source, up to three actions per item, and what closed it.
+        + impressions
+        * (
+            3 * text(MAX_ID_CHARS)
+            + text(model_version)
+            + top_k * text(MAX_ID_CHARS)
+            + 6 * number
+            + 3 * top_k * (2 * number + text(11) + text(MAX_ID_CHARS))
+            + 32
+        )
     )
 
 
@@ -263,7 +280,42 @@ def encode_state(state: UserState) -> bytes:
             "lr": None if last is None else [last.event_id, last.model_version, last.item_ids],
             "t": state.updated_ms,
             "ao": None if state.applied_offset is None else list(state.applied_offset),
+            "im": [_impression_doc(i) for i in state.impressions],
+            "ic": [_impression_doc(i) for i in state.closed_impressions],
         }
+    )
+
+
+def _impression_doc(imp: Impression) -> list[Any]:
+    return [
+        imp.request_id,
+        imp.kind,
+        imp.model_version,
+        imp.items,
+        imp.shown_ms,
+        imp.due_ms,
+        imp.source,
+        [[a.rank, a.action, a.event_id, a.event_time_ms] for a in imp.acted],
+        imp.closed_reason,
+        imp.closed_ms,
+        imp.closed_by,
+    ]
+
+
+def _impression(doc: list[Any]) -> Impression:
+    rid, kind, version, items, shown, due, source, acted, reason, closed_ms, by = doc
+    return Impression(
+        request_id=rid,
+        kind=kind,
+        model_version=version,
+        items=tuple(items),
+        shown_ms=int(shown),
+        due_ms=int(due),
+        source=(int(source[0]), int(source[1])),
+        acted=tuple(Acted(int(r), a, e, int(t)) for r, a, e, t in acted),
+        closed_reason=reason,
+        closed_ms=None if closed_ms is None else int(closed_ms),
+        closed_by=by,
     )
 
 
@@ -287,4 +339,7 @@ def decode_state(raw: bytes) -> UserState:
         last_recommendation=None if lr is None else LastRecommendation(lr[0], lr[1], tuple(lr[2])),
         updated_ms=int(doc["t"]),
         applied_offset=None if doc.get("ao") is None else (int(doc["ao"][0]), int(doc["ao"][1])),
+        # States written before attribution have no impressions.
+        impressions=tuple(_impression(i) for i in doc.get("im", ())),
+        closed_impressions=tuple(_impression(i) for i in doc.get("ic", ())),
     )

@@ -41,7 +41,29 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             role="recommendations out (key: user_id)",
         ),
         TopicSpec(settings.topic_feedback, p, role="feedback out (key: user_id)"),
+        TopicSpec(
+            settings.topic_attribution,
+            p,
+            role="attributed positives and negatives out (key: user_id)",
+        ),
         TopicSpec(settings.topic_dead_letters, 1, role="dead letters out"),
+        TopicSpec(
+            settings.topic_model_updates,
+            1,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+            role="model versions in, compacted (key: model name)",
+        ),
+        TopicSpec(
+            settings.topic_timers,
+            p,
+            # A timer is read once its window has passed; keep it well beyond that.
+            {
+                "retention.ms": str(
+                    max(7 * 86_400_000, int(4 * settings.attribution_window_s * 1000))
+                )
+            },
+            role="internal: attribution window timers (key: user_id, co-partitioned with events)",
+        ),
     ]
 
 

@@ -10,6 +10,7 @@ import faust
 from confluent_kafka import Producer
 
 from app.agents import events as events_agent
+from app.agents import timers as timers_agent
 from app.catalog import Catalog, index_options
 from app.catalog_follower import CatalogFollower
 from app.codec import dead_letter_key, encode_dead_letter
@@ -23,15 +24,27 @@ from app.kafka_config import (
 from app.main import build_faust_app
 from app.metrics import Metrics
 from app.outputs import FlushBeforeCommit, OutputProducer
-from app.processor import DEAD_LETTERS, FEEDBACK, RECOMMENDATIONS, Processor, wall_clock_ms
+from app.processor import (
+    ATTRIBUTION,
+    DEAD_LETTERS,
+    FEEDBACK,
+    RECOMMENDATIONS,
+    TIMERS,
+    Processor,
+    wall_clock_ms,
+)
 from app.ranking import model_vectorizer
 from app.records import DeadLetterError, Source
 from app.runtime import Runtime
 from app.scoring.gate import check_candidate
 from app.settings import LOG_LEVELS, Settings
 from app.tables import user_state_table
+from app.watermarks import Watermarks
 
 log = logging.getLogger(__name__)
+
+# A partition without events for this long lets the wall clock close its attribution windows.
+WATERMARK_IDLE_MS = 5_000
 
 
 def build_worker(settings: Settings, runtime: Runtime) -> faust.App:
@@ -49,6 +62,18 @@ def build_worker(settings: Settings, runtime: Runtime) -> faust.App:
         )
 
     events = raw_topic(settings.topic_events, settings.partitions)
+    # Internal: faust creates it at start-up with the events topic's partition count, so the
+    # two are co-partitioned (a user's timers are handled where their state lives).
+    timers = app.topic(
+        settings.topic_timers,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+        internal=True,
+        retention=max(7 * 86400.0, 4 * settings.attribution_window_s),
+    )
     table = user_state_table(app, settings)
     # Table writes go to the changelog through faust's producer buffer, which holds up the
     # stream whenever more than max_messages (100 by default) wait: a micro-batch writes up to
@@ -56,6 +81,7 @@ def build_worker(settings: Settings, runtime: Runtime) -> faust.App:
     app.producer.buffer.max_messages = max(100, 4 * settings.batch_max_events)
     app.sensors.add(FlushBeforeCommit(runtime.outputs))
     events_agent.register(app, runtime, table, events)
+    timers_agent.register(app, runtime, table, timers)
     health = runtime.health
 
     def update_recovered() -> None:
@@ -88,7 +114,7 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
         level=(loglevel or settings.log_level).upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    metrics = Metrics()
+    metrics = Metrics(quality_k=settings.quality_k)
     health = Health()
     server = serve(health, metrics, settings.http_host, settings.http_port)
     try:
@@ -157,6 +183,8 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
             RECOMMENDATIONS: settings.topic_recommendations,
             FEEDBACK: settings.topic_feedback,
             DEAD_LETTERS: settings.topic_dead_letters,
+            ATTRIBUTION: settings.topic_attribution,
+            TIMERS: settings.topic_timers,
         },
     )
     runtime = Runtime(
@@ -166,6 +194,7 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
         metrics=metrics,
         health=health,
         outputs=outputs,
+        watermarks=Watermarks(idle_ms=WATERMARK_IDLE_MS),
     )
     app = build_worker(settings, runtime)
     # Faust's CLI parses argv; run its `worker` command with our log level. Its --with-web

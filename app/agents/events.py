@@ -53,6 +53,7 @@ def register(
     settings = runtime.settings
     metrics = runtime.metrics
     outputs = runtime.outputs
+    watermarks = runtime.watermarks
     warned = {"at": 0.0, "degraded": 0}
 
     def record(result: BatchResult, started: float) -> None:
@@ -69,6 +70,8 @@ def register(
                 metrics.rules.labels(rule).inc()
             if outcome.status == "forgotten":
                 metrics.forgotten.inc()
+            if outcome.positives or outcome.closed:
+                metrics.attributed(outcome.positives, outcome.closed)
             rec = outcome.recommendation
             if rec is not None:
                 metrics.recommendations.labels(rec.kind).inc()
@@ -126,6 +129,10 @@ def register(
                     concrete._set_current_event(event)
                     table.pop(outcome.user_id.encode("utf-8"), None)
             outputs.produce(out for outcome in result.outcomes for out in outcome.outputs)
+            # Only now are these records' events applied: attribution windows up to here close.
+            for source in sources:
+                if source.timestamp_ms is not None:
+                    watermarks.advance(source.partition, source.timestamp_ms)
             record(result, started)
 
     _ = process_events

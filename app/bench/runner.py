@@ -456,6 +456,8 @@ class Bench:
             topic_recommendations=f"{tag}.recommendations",
             topic_feedback=f"{tag}.feedback",
             topic_dead_letters=f"{tag}.dead-letters",
+            topic_attribution=f"{tag}.attribution",
+            topic_model_updates=f"{tag}.model-updates",
             data_dir=workdir / "data",
             http_port=pick_free_ports(1)[0],
             catalog_preload_timeout_s=max(self.base.catalog_preload_timeout_s, 1800.0),

@@ -31,6 +31,8 @@ def isolated_settings(bootstrap: str, tmp: Path, **changes: object) -> Settings:
         topic_recommendations=f"it-{tag}.recommendations",
         topic_feedback=f"it-{tag}.feedback",
         topic_dead_letters=f"it-{tag}.dead-letters",
+        topic_attribution=f"it-{tag}.attribution",
+        topic_model_updates=f"it-{tag}.model-updates",
         partitions=2,
         data_dir=tmp / "data",
         model_path=ROOT / "models" / "seqrank-1",

@@ -12,7 +12,7 @@ import pytest
 
 from app.catalog import Catalog
 from app.codec import SCHEMA_DIR, decode_event, decode_item, encode_event, load_schema
-from app.processor import Processor
+from app.processor import TIMERS, Processor
 from app.records import Event, EventType, Source
 from app.scoring.package import LoadedModel
 from app.settings import Settings
@@ -68,7 +68,14 @@ def emitted(
     settings: Settings,
     event_factory: Callable[..., Event],
 ) -> list[tuple[str, dict[str, Any]]]:
-    processor = Processor(music_catalog, model.ranker, model.spec, settings, clock=lambda: T0)
+    # Two open impressions at most: the third recommendation closes the first (negatives).
+    processor = Processor(
+        music_catalog,
+        model.ranker,
+        model.spec,
+        settings.replace(attribution_open=2),
+        clock=lambda: T0,
+    )
     store: dict[bytes, bytes] = {}
     inputs: list[tuple[bytes | None, bytes | None]] = []
     for e in [
@@ -87,8 +94,13 @@ def emitted(
         outcome = processor.handle(value, Source("events", 0, offset, key), store.get)
         if outcome.state is not None:
             store[b"u1"] = outcome.state
-        # A tombstone (forget_user, on the recommendations topic) has no document.
-        out += [(o.role, o.document()) for o in outcome.outputs if o.value is not None]
+        # A tombstone (forget_user, on the recommendations topic) has no document; timers are
+        # internal records (the worker's own topic), not a contract.
+        out += [
+            (o.role, o.document())
+            for o in outcome.outputs
+            if o.value is not None and o.role != TIMERS
+        ]
     return out
 
 
@@ -103,9 +115,12 @@ def test_everything_the_processor_emits_validates(
         "recommendations": "recommendation",
         "feedback": "feedback",
         "dead_letters": "dead_letter",
+        "attribution": "attribution",
     }
     for role, doc in records:
         validator(roles[role]).validate(doc)
     assert {role for role, _ in records} == set(roles)
+    kinds = {doc["kind"] for role, doc in records if role == "attribution"}
+    assert kinds == {"positive", "negative"}
     assert sum(1 for role, _ in records if role == "dead_letters") == 3
     assert any(role == "feedback" and doc["type"] == "forget_user" for role, doc in records)

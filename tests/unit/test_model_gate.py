@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -18,59 +15,19 @@ from numpy.typing import NDArray
 
 from app.scoring.base import RankInputs
 from app.scoring.gate import ModelRejected, ModelSlot, ReloadResult, check_candidate
-from app.scoring.package import MANIFEST, LoadedModel
+from app.scoring.package import LoadedModel
 from tests.conftest import MODEL
+from tests.model_packages import (
+    after,
+    edit_onnx,
+    manifest_of,
+    rehash,
+    stamp,
+    versioned_copy,
+    write_manifest,
+)
 
 NEXT = "1.1.0"
-
-
-def _manifest(package: Path) -> dict[str, Any]:
-    manifest: dict[str, Any] = json.loads((package / MANIFEST).read_text())
-    return manifest
-
-
-def _write_manifest(package: Path, manifest: dict[str, Any]) -> None:
-    (package / MANIFEST).write_text(json.dumps(manifest, indent=2))
-
-
-def _rehash(package: Path, name: str) -> None:
-    """Update the manifest's sha256 as a packager would: only the ONNX checks can catch it."""
-    manifest = _manifest(package)
-    manifest["sha256"][name] = hashlib.sha256((package / name).read_bytes()).hexdigest()
-    _write_manifest(package, manifest)
-
-
-def _edit_onnx(package: Path, name: str, edit: Callable[[onnx.ModelProto], None]) -> None:
-    model = onnx.load(package / name)
-    edit(model)
-    onnx.save(model, package / name)
-    _rehash(package, name)
-
-
-def _stamp(version: str) -> Callable[[onnx.ModelProto], None]:
-    def edit(model: onnx.ModelProto) -> None:
-        meta = {p.key: p.value for p in model.metadata_props}
-        onnx.helper.set_model_props(model, {**meta, "liverank.model_version": version})
-
-    return edit
-
-
-def _after(
-    output: str, *nodes: onnx.NodeProto, constants: dict[str, float] | None = None
-) -> Callable[[onnx.ModelProto], None]:
-    """An edit that feeds ``output`` through ``nodes`` (which read ``raw`` and write ``output``),
-    keeping the graph's output name."""
-
-    def edit(model: onnx.ModelProto) -> None:
-        for node in model.graph.node:
-            node.output[:] = ["raw" if o == output else o for o in node.output]
-        for name, value in (constants or {}).items():
-            model.graph.initializer.append(
-                onnx.helper.make_tensor(name, onnx.TensorProto.FLOAT, [], [value])
-            )
-        model.graph.node.extend(nodes)
-
-    return edit
 
 
 def _offer(slot: ModelSlot, package: Path) -> ReloadResult:
@@ -81,14 +38,7 @@ def _offer(slot: ModelSlot, package: Path) -> ReloadResult:
 @pytest.fixture(scope="module")
 def next_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A good package one version on: manifest and every ONNX file's stamp say 1.1.0."""
-    package = tmp_path_factory.mktemp("next") / "seqrank"
-    shutil.copytree(MODEL, package)
-    manifest = _manifest(package)
-    manifest["version"] = NEXT
-    _write_manifest(package, manifest)
-    for name in (manifest["files"]["item_encoder"], *manifest["files"]["ranker"].values()):
-        _edit_onnx(package, name, _stamp(NEXT))
-    return package
+    return versioned_copy(tmp_path_factory.mktemp("next") / "seqrank", NEXT)
 
 
 @pytest.fixture
@@ -117,34 +67,34 @@ def reference(model: LoadedModel) -> NDArray[np.float32]:
 def truncated(package: Path) -> None:
     data = (package / "ranker.onnx").read_bytes()
     (package / "ranker.onnx").write_bytes(data[: len(data) // 2])
-    _rehash(package, "ranker.onnx")
+    rehash(package, "ranker.onnx")
 
 
 def random_bytes(package: Path) -> None:
     (package / "ranker.onnx").write_bytes(np.random.default_rng(0).bytes(100_000))
-    _rehash(package, "ranker.onnx")
+    rehash(package, "ranker.onnx")
 
 
 def nan_scores(package: Path) -> None:
     mul = onnx.helper.make_node("Mul", ["raw", "nan"], ["scores"])
-    _edit_onnx(package, "ranker.onnx", _after("scores", mul, constants={"nan": float("nan")}))
+    edit_onnx(package, "ranker.onnx", after("scores", mul, constants={"nan": float("nan")}))
 
 
 def infinite_scores(package: Path) -> None:
     div = onnx.helper.make_node("Div", ["raw", "zero"], ["scores"])
-    _edit_onnx(package, "ranker.onnx", _after("scores", div, constants={"zero": 0.0}))
+    edit_onnx(package, "ranker.onnx", after("scores", div, constants={"zero": 0.0}))
 
 
 def constant_scores(package: Path) -> None:
     mul = onnx.helper.make_node("Mul", ["raw", "zero"], ["scores"])
-    _edit_onnx(package, "ranker.onnx", _after("scores", mul, constants={"zero": 0.0}))
+    edit_onnx(package, "ranker.onnx", after("scores", mul, constants={"zero": 0.0}))
 
 
 def batch_dependent_scores(package: Path) -> None:
     """Scores centred on the whole batch's mean: finite, varied, right shape, and useless."""
     mean = onnx.helper.make_node("ReduceMean", ["raw"], ["mean"], keepdims=0)
     sub = onnx.helper.make_node("Sub", ["raw", "mean"], ["scores"])
-    _edit_onnx(package, "ranker.onnx", _after("scores", mean, sub))
+    edit_onnx(package, "ranker.onnx", after("scores", mean, sub))
 
 
 def wrong_input_name(package: Path) -> None:
@@ -154,7 +104,7 @@ def wrong_input_name(package: Path) -> None:
         for node in model.graph.node:
             node.input[:] = ["history" if i == old else i for i in node.input]
 
-    _edit_onnx(package, "ranker.onnx", edit)
+    edit_onnx(package, "ranker.onnx", edit)
 
 
 def wrong_output_shape(package: Path) -> None:
@@ -163,12 +113,12 @@ def wrong_output_shape(package: Path) -> None:
     unsqueeze = onnx.helper.make_node("Unsqueeze", ["raw", "axes"], ["scores"])
 
     def edit(model: onnx.ModelProto) -> None:
-        _after("scores", unsqueeze)(model)
+        after("scores", unsqueeze)(model)
         model.graph.initializer.append(axes)
         (scores,) = (o for o in model.graph.output if o.name == "scores")
         scores.type.tensor_type.shape.dim.add().dim_value = 1
 
-    _edit_onnx(package, "ranker.onnx", edit)
+    edit_onnx(package, "ranker.onnx", edit)
 
 
 def missing_file(package: Path) -> None:
@@ -177,31 +127,32 @@ def missing_file(package: Path) -> None:
 
 def nan_item_vectors(package: Path) -> None:
     mul = onnx.helper.make_node("Mul", ["raw", "nan"], ["item_vectors"])
-    after = _after("item_vectors", mul, constants={"nan": float("nan")})
-    _edit_onnx(package, "item_encoder.onnx", after)
+    edit_onnx(
+        package, "item_encoder.onnx", after("item_vectors", mul, constants={"nan": float("nan")})
+    )
 
 
 def mixed_builds(package: Path) -> None:
-    _edit_onnx(package, "item_encoder.onnx", _stamp("0.9.0"))
+    edit_onnx(package, "item_encoder.onnx", stamp("0.9.0"))
 
 
 def other_family(package: Path) -> None:
-    _write_manifest(package, {**_manifest(package), "name": "otherrank"})
+    write_manifest(package, {**manifest_of(package), "name": "otherrank"})
 
 
 def items_is_a_folder(package: Path) -> None:
     """read_spec lets the OSError through: the slot must still catch it."""
     (package / "items").mkdir()
-    manifest = _manifest(package)
+    manifest = manifest_of(package)
     manifest["files"]["items"] = "items"
-    _write_manifest(package, manifest)
+    write_manifest(package, manifest)
 
 
 def variant_not_in_package(package: Path) -> None:
     """A KeyError from deep in the loader, not a ModelContractError."""
-    manifest = _manifest(package)
+    manifest = manifest_of(package)
     del manifest["files"]["ranker"]["fp32"]
-    _write_manifest(package, manifest)
+    write_manifest(package, manifest)
 
 
 BROKEN = [

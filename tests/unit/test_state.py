@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from rocksdict import Rdict
 
+from app.attribution import Acted, Impression
 from app.bench.state_size import sizes
 from app.records import Event, Item
 from app.state import (
@@ -18,6 +19,7 @@ from app.state import (
     encode_state,
     state_size_bound,
 )
+from tests.conftest import T0
 
 LIMITS = StateLimits(
     history_size=5,
@@ -177,9 +179,47 @@ def test_a_user_with_endless_hostile_events_stays_under_the_size_bound(alphabet:
     full of long terms. The state grows until the lists are full, then stops
     (``scripts/state-size`` runs the same user for a million events)."""
     limits = StateLimits()
-    bound = state_size_bound(limits, top_k=10)
+    bound = state_size_bound(limits, top_k=10, impressions=0)  # apply_event opens none
     found = sizes(6_000, [1_000, 6_000], limits, alphabet)
     assert found[6_000] <= bound
     # Full after a thousand events: five times as many add nothing (numbers may lengthen).
     assert abs(found[6_000] - found[1_000]) < 0.02 * found[1_000]
     print(f"\nstate size, ids of {alphabet!r}: {found} bytes (bound {bound})")
+
+
+def test_full_attribution_impressions_stay_under_the_bound() -> None:
+    """Eight open and eight closed impressions, every string at its maximum, every item acted
+    on three ways: the worst a state's attribution part can be."""
+
+    def s(prefix: str, n: int) -> str:
+        return f"{prefix}{n}".ljust(128, "\U0001d11e")
+
+    def impression(n: int, closed: bool) -> Impression:
+        return Impression(
+            request_id=s("r", n),
+            kind="next_items",
+            model_version=s("v", n),
+            items=tuple(s(f"i{n}-", k) for k in range(10)),
+            shown_ms=T0,
+            due_ms=T0 + 1_800_000,
+            source=(3, 10**12),
+            acted=tuple(
+                Acted(k, action, s(f"e{k}", n), T0 + k)
+                for k in range(10)
+                for action in ("click", "add_to_cart", "purchase")
+            ),
+            closed_reason="evicted" if closed else None,
+            closed_ms=T0 if closed else None,
+            closed_by=s("c", n) if closed else None,
+        )
+
+    state = UserState(
+        user_id=s("u", 0),
+        impressions=tuple(impression(n, False) for n in range(8)),
+        closed_impressions=tuple(impression(n, True) for n in range(8, 16)),
+    )
+    size = len(encode_state(state))
+    assert decode_state(encode_state(state)) == state
+    assert size <= state_size_bound(StateLimits(), top_k=10) - state_size_bound(
+        StateLimits(), top_k=10, impressions=0
+    )

@@ -1,0 +1,109 @@
+"""Hot model reload against a real worker: a new version announced on the model-updates topic
+is used for later events without a restart and without losing any; a broken one is rejected
+and the serving model stays."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from app.codec import ModelUpdate, encode_model_update
+from app.settings import Settings
+from tests.integration.kafka_io import KafkaIO
+from tests.integration.test_faults import (
+    answered_ids,
+    interleaved_events,
+    prepare_topics,
+    produce,
+    triggers_of,
+    wait_for,
+)
+from tests.integration.worker_process import WorkerProcess, isolated_settings
+from tests.model_packages import nan_scores, versioned_copy
+
+pytestmark = pytest.mark.integration
+
+FIRST = "1.0.0"
+NEXT = "1.1.0"
+BROKEN = "1.2.0"
+
+
+@pytest.fixture(scope="module")
+def settings(bootstrap: str, module_tmp: Path) -> Settings:
+    return isolated_settings(bootstrap, module_tmp, partitions=2)
+
+
+@pytest.fixture(scope="module")
+def worker(settings: Settings, kafka: KafkaIO, module_tmp: Path) -> Iterator[WorkerProcess]:
+    prepare_topics(settings, kafka)
+    proc = WorkerProcess(settings, module_tmp / "worker.log")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def announce(kafka: KafkaIO, settings: Settings, version: str, path: Path) -> None:
+    update = ModelUpdate("seqrank", version, str(path), time.time_ns() // 1_000_000)
+    kafka.produce(settings.topic_model_updates, b"seqrank", encode_model_update(update))
+
+
+def versions_by_event(kafka: KafkaIO, settings: Settings, wanted: set[str]) -> dict[str, str]:
+    records = kafka.read_until(
+        settings.topic_recommendations, lambda rs: wanted <= answered_ids(rs), timeout_s=120
+    )
+    docs = [orjson.loads(r.value) for r in records if r.value is not None]
+    return {d["event_id"]: d["model_version"] for d in docs}
+
+
+def serving(worker: WorkerProcess, version: str) -> bool:
+    return worker.metric(f'liverank_model_info{{model_version="{version}"}}') == 1.0
+
+
+def test_a_new_version_is_used_without_a_restart_and_a_broken_one_is_rejected(
+    worker: WorkerProcess, kafka: KafkaIO, settings: Settings, module_tmp: Path
+) -> None:
+    assert worker.proc is not None
+    pid = worker.proc.pid
+    events = interleaved_events(3_000, seed=23)
+    before, during, after = events[:1_000], events[1_000:2_000], events[2_000:]
+    produce(settings, before)
+    versions = versions_by_event(kafka, settings, triggers_of(before))
+    assert set(versions.values()) == {FIRST}
+
+    # A new version, announced while events keep coming.
+    announce(kafka, settings, NEXT, versioned_copy(module_tmp / "next", NEXT))
+    produce(settings, during)
+    wait_for(lambda: serving(worker, NEXT), timeout_s=120)
+    produce(settings, after)
+    versions = versions_by_event(kafka, settings, triggers_of(events))
+    assert set(versions[e] for e in triggers_of(after)) == {NEXT}
+    assert set(versions[e] for e in triggers_of(during)) <= {FIRST, NEXT}
+    switched = sum(1 for e in triggers_of(during) if versions[e] == NEXT)
+
+    # A package that loads but scores NaN: rejected, and 1.1.0 keeps serving.
+    broken = versioned_copy(module_tmp / "broken", BROKEN)
+    nan_scores(broken)
+    announce(kafka, settings, BROKEN, broken)
+    wait_for(lambda: worker.metric('liverank_model_reloads_total{result="rejected"}') >= 1)
+    later = interleaved_events(300, seed=29)
+    produce(settings, later)
+    versions = versions_by_event(kafka, settings, triggers_of(later))
+    assert {versions[e] for e in triggers_of(later)} == {NEXT}
+    assert serving(worker, NEXT) and not serving(worker, BROKEN)
+    assert "model rejected, still serving 1.1.0" in worker.log_tail(400)
+
+    # No restart, and every trigger answered.
+    assert worker.proc.pid == pid and worker.proc.poll() is None
+    everything = triggers_of(events + later)
+    assert everything <= set(versions_by_event(kafka, settings, everything))
+    print(
+        f"\nhot reload: {len(events) + len(later)} events, no restart; {FIRST} -> {NEXT} while "
+        f"events flowed ({switched} of {len(triggers_of(during))} triggers sent during the "
+        f"switch were ranked by {NEXT}); {BROKEN} (NaN scores) rejected, {NEXT} kept serving"
+    )
