@@ -2,8 +2,9 @@
 
 Every ranked recommendation opens an :class:`Impression` in its user's state. A click,
 add-to-cart or purchase of one of its items within ``window_ms`` of it being shown is a
-positive; when the window closes (a timer, or the user's next event after it) or the impression
+positive; when the window closes (the sweeper, or the user's next event after it) or the impression
 is evicted (more than ``open_limit`` open), the items not acted on are its negatives.
+The window closes on the user's next event after it, or when the sweeper finds it due.
 
 Pure: impressions in, impressions and :class:`Positive` / :class:`Closed` out. A closed
 impression is kept a little longer (``closed_limit`` of them) with the id of what closed it,
@@ -20,6 +21,7 @@ from app.records import Event, EventType
 ACTIONS = frozenset({EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE})
 CLOSED_BY_WINDOW = "window"
 CLOSED_BY_EVICTION = "evicted"
+CLOSED_BY_SWEEP = "sweep"  # closed_by of impressions the sweeper closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,7 @@ class Impression:
     due_ms: int
     source: tuple[int, int]
     acted: tuple[Acted, ...] = ()
-    # Set once closed: why, when, and by what (an event id, or a timer's id).
+    # Set once closed: why, when, and by what (an event id, or "sweep").
     closed_reason: str | None = None
     closed_ms: int | None = None
     closed_by: str | None = None
@@ -135,23 +137,27 @@ def on_shown(
     return Attribution(opened[len(evicted) :], _keep(closed, newly, closed_limit), (), newly)
 
 
-def on_timer(
+def on_sweep(
     open_: tuple[Impression, ...],
     closed: tuple[Impression, ...],
-    request_id: str,
-    timer_id: str,
+    up_to_ms: int,
     *,
     closed_limit: int,
 ) -> Attribution:
-    """A timer for ``request_id`` came due: close it if it is still open. A replayed timer
-    whose impression it closed already re-emits that closure (see :func:`replayed`)."""
-    hit = tuple(i for i in open_ if i.request_id == request_id)
-    if not hit:
-        again = tuple(i for i in closed if i.closed_by == timer_id)
-        return Attribution(open_, closed, (), again)
-    newly = tuple(_close(i, CLOSED_BY_WINDOW, i.due_ms, timer_id) for i in hit)
-    rest = tuple(i for i in open_ if i.request_id != request_id)
+    """The partition's events are applied up to ``up_to_ms`` (record time): every impression
+    due by then closes. The caller emits the negatives before it stores the state, so a crash
+    in between closes them again (at-least-once) rather than losing them."""
+    due = tuple(i for i in open_ if i.due_ms <= up_to_ms)
+    if not due:
+        return Attribution(open_, closed)
+    newly = tuple(_close(i, CLOSED_BY_WINDOW, i.due_ms, CLOSED_BY_SWEEP) for i in due)
+    rest = tuple(i for i in open_ if i.due_ms > up_to_ms)
     return Attribution(rest, _keep(closed, newly, closed_limit), (), newly)
+
+
+def next_due(open_: tuple[Impression, ...]) -> int | None:
+    """When the first of these impressions closes (record time), if any is open."""
+    return min((i.due_ms for i in open_), default=None)
 
 
 def replayed(

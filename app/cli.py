@@ -31,6 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--items", type=int, default=0, help="synthetic items; 0: MovieLens-100K")
     demo.add_argument("--rate", type=float, default=20.0, help="events per second")
     demo.add_argument("--duration", type=float, default=None, help="seconds; default until Ctrl-C")
+    model = sub.add_parser("model", help="announce a model package to every worker")
+    model_sub = model.add_subparsers(dest="action", required=True)
+    publish = model_sub.add_parser(
+        "publish", help="check a package here, then announce it on the model-updates topic"
+    )
+    publish.add_argument("path", type=Path, help="the package folder, as the workers see it")
+    publish.add_argument("--note", default=None, help="why (e.g. the evaluation behind it)")
     quality = sub.add_parser(
         "quality", help="live hit rate@K and CTR per model version, from the attribution topic"
     )
@@ -103,6 +110,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run_demo(
             settings, users=args.users, items=args.items, rate=args.rate, duration_s=args.duration
+        )
+        return 0
+    if args.command == "model":
+        from app.model_publish import publish_model
+        from app.scoring.base import ModelContractError
+
+        try:
+            update = publish_model(settings, args.path, note=args.note)
+        except ModelContractError as exc:
+            print(f"liverank: not published: {exc}", file=sys.stderr)
+            return 3
+        print(
+            f"announced {update.name} {update.version} ({update.path}) on "
+            f"{settings.topic_model_updates}"
         )
         return 0
     if args.command == "quality":

@@ -65,6 +65,13 @@ class Metrics:
             ["model_version", "action"],
             registry=r,
         )
+        self.model_reloads = Counter(
+            "liverank_model_reloads",
+            "Model updates from the model-updates topic, by result: accepted, rejected (failed "
+            "the gate; the serving model stays) or invalid (not a model update record).",
+            ["result"],
+            registry=r,
+        )
         self.impressions_closed = Counter(
             "liverank_impressions_closed",
             "Impressions whose attribution window closed (window) or that were evicted.",

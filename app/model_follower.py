@@ -143,7 +143,9 @@ class ModelFollower:
             return
         serving = self.slot.current.spec
         if update.name != serving.name:
-            log.info("model update for %r ignored: this worker serves %r", update.name, serving.name)
+            log.info(
+                "model update for %r ignored: this worker serves %r", update.name, serving.name
+            )
             return
         if update.version == serving.version:
             return

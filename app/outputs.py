@@ -63,18 +63,9 @@ class OutputProducer:
             topic = self._topics[out.role]
             while True:
                 try:
-                    if out.partition is None:
-                        producer.produce(
-                            topic, key=out.key, value=out.value, on_delivery=self._on_delivery
-                        )
-                    else:
-                        producer.produce(
-                            topic,
-                            key=out.key,
-                            value=out.value,
-                            partition=out.partition,
-                            on_delivery=self._on_delivery,
-                        )
+                    producer.produce(
+                        topic, key=out.key, value=out.value, on_delivery=self._on_delivery
+                    )
                     break
                 except BufferError:
                     # librdkafka's queue is full: let it send (and serve callbacks), then retry.

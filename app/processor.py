@@ -11,7 +11,15 @@ from typing import Any
 
 import orjson
 
-from app.attribution import Impression, Positive, on_event, on_shown, on_timer, replayed
+from app.attribution import (
+    Impression,
+    Positive,
+    next_due,
+    on_event,
+    on_shown,
+    on_sweep,
+    replayed,
+)
 from app.catalog import Catalog, CatalogIndex
 from app.codec import (
     DecodeError,
@@ -49,7 +57,6 @@ log = logging.getLogger(__name__)
 
 RECOMMENDATIONS = "recommendations"
 ATTRIBUTION = "attribution"
-TIMERS = "timers"
 # Events handled by a documented rule rather than dead-lettered; counted by rule.
 RULE_UNKNOWN_ITEM = "unknown_item"  # applied to the history; no affinity (nothing known of it)
 RULE_WITHDRAWN_ITEM = "withdrawn_item"  # applied like any other; never recommended
@@ -69,7 +76,6 @@ class Output:
     role: str
     key: bytes | None
     value: bytes | None  # None: a tombstone
-    partition: int | None = None  # None: the producer's partitioner picks
 
     def document(self) -> Any:
         """The record's JSON document (a tombstone has none)."""
@@ -101,6 +107,9 @@ class Outcome:
     # (what a replay re-emits is not counted again).
     positives: tuple[Positive, ...] = ()
     closed: tuple[Impression, ...] = ()
+    # With ``state``: when the user's first open impression is due (record time), for the
+    # sweeper's index; None when none is open.
+    next_due: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,6 +513,7 @@ class Processor:
             )
             outputs += attribution
             state: bytes | None = None
+            due: int | None = None
             if user.last_position == step.position and user.state is not None:
                 final = user.state
                 if user.last is not None and user.last != final.last_recommendation:
@@ -512,6 +522,7 @@ class Processor:
                     final, impressions=user.open, closed_impressions=user.closed
                 )
                 state = encode_state(final)
+                due = next_due(user.open)
             reset = user.reset and event.user_id not in reported_reset
             reported_reset.add(event.user_id)
             outcomes.append(
@@ -527,6 +538,7 @@ class Processor:
                     rules=step.rules,
                     positives=positives,
                     closed=closed,
+                    next_due=due,
                 )
             )
         return outcomes
@@ -543,9 +555,6 @@ class Processor:
         if step.duplicate:
             positives, closures = replayed(user.open, user.closed, event.event_id)
             self._emit_attribution(key, positives, closures, now, outputs)
-            for imp in user.open:
-                if imp.request_id == event.event_id:  # its timer may not have been sent
-                    outputs.append(self._timer(key, imp))
             return (), ()
         record_ms = source.timestamp_ms or event.event_time_ms
         window_ms = int(settings.attribution_window_s * 1000)
@@ -578,7 +587,6 @@ class Processor:
             )
             user.open, user.closed = opened.open, opened.closed
             closed += opened.newly_closed
-            outputs.append(self._timer(key, shown))
         self._emit_attribution(key, positives, closed, now, outputs)
         return positives, closed
 
@@ -603,57 +611,32 @@ class Processor:
             )
             outputs.append(Output(ATTRIBUTION, key, value))
 
-    def _timer(self, key: bytes, imp: Impression) -> Output:
-        """The record that closes ``imp`` when its window ends, on the partition of its user's
-        events (the timers topic is co-partitioned with them)."""
-        value = orjson.dumps({"request_id": imp.request_id, "due_ms": imp.due_ms})
-        return Output(TIMERS, key, value, partition=imp.source[0])
-
-    def handle_timer(
-        self, value: bytes | None, source: Source, lookup: Callable[[bytes], bytes | None]
-    ) -> Outcome:
-        """A due timer: close its impression if it is still open (negatives), or re-emit the
-        closure it made before a replay. Never raises: a bad timer record is dead-lettered."""
-        try:
-            doc = orjson.loads(value or b"")
-            request_id = str(doc["request_id"])
-            user_id = (source.key or b"").decode("utf-8")
-            if not user_id:
-                raise ValueError("timer record without a key")
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            return self.dead_letter(
-                DeadLetterError.PROCESSING_ERROR,
-                f"unreadable attribution timer: {exc}",
-                source,
-                value or b"",
-            )
-        user = self._load(user_id, lookup)
-        if user.state is None:  # forgotten (or never stored): nothing to close
-            return Outcome(status="timer", user_id=user_id)
-        timer_id = f"timer:{source.partition}:{source.offset}"
-        after = on_timer(
-            user.open,
-            user.closed,
-            request_id,
-            timer_id,
-            closed_limit=self.settings.attribution_closed_kept,
+    def close_due(self, user_id: str, raw: bytes | None, up_to_ms: int) -> Outcome:
+        """The sweeper's step for one user: impressions due by ``up_to_ms`` close, and their
+        negatives are the outputs. ``state`` is set only when something closed; the caller
+        stores it once the outputs are on the broker."""
+        user = self._load(user_id, lambda _key: raw)
+        if user.state is None:  # forgotten, or unreadable
+            return Outcome(status="swept", user_id=user_id)
+        after = on_sweep(
+            user.open, user.closed, up_to_ms, closed_limit=self.settings.attribution_closed_kept
         )
+        if not after.newly_closed:
+            return Outcome(status="swept", user_id=user_id, next_due=next_due(user.open))
         outputs: list[Output] = []
-        key = user_id.encode("utf-8")
-        self._emit_attribution(key, (), after.newly_closed, self.clock(), outputs)
-        if after.open == user.open and after.closed == user.closed:
-            # Already closed: by the user's own events, or by this timer before a replay (then
-            # its negatives are emitted again).
-            return Outcome(status="timer", outputs=outputs, user_id=user_id)
+        self._emit_attribution(
+            user_id.encode("utf-8"), (), after.newly_closed, self.clock(), outputs
+        )
         final = dataclasses.replace(
             user.state, impressions=after.open, closed_impressions=after.closed
         )
         return Outcome(
-            status="timer",
+            status="swept",
             outputs=outputs,
             user_id=user_id,
             state=encode_state(final),
             closed=after.newly_closed,
+            next_due=next_due(after.open),
         )
 
     def _forgotten(self, step: _Step, user: _User, key: bytes, now: int) -> Outcome:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from faust.types import EventT
 
 from app.catalog import Catalog
 from app.health import Health
@@ -10,7 +12,7 @@ from app.metrics import Metrics
 from app.outputs import OutputProducer
 from app.processor import Processor
 from app.settings import Settings
-from app.watermarks import Watermarks
+from app.watermarks import DueIndex, Watermarks
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,3 +24,7 @@ class Runtime:
     health: Health
     outputs: OutputProducer
     watermarks: Watermarks
+    # Attribution windows to close (the sweeper), and a record of each partition seen, which
+    # the sweeper names to write that partition's state outside stream iteration.
+    due: DueIndex = field(default_factory=DueIndex)
+    partition_events: dict[int, EventT[bytes]] = field(default_factory=dict)

@@ -312,11 +312,6 @@ class Settings:
             raise SettingsError("ssl_cert_file and ssl_key_file go together")
 
     @property
-    def topic_timers(self) -> str:
-        """The attribution timers, an internal topic co-partitioned with the events topic."""
-        return f"{self.app_id}-attribution-timers"
-
-    @property
     def uses_ssl(self) -> bool:
         return self.security_protocol in ("SSL", "SASL_SSL")
 

@@ -53,17 +53,6 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
             role="model versions in, compacted (key: model name)",
         ),
-        TopicSpec(
-            settings.topic_timers,
-            p,
-            # A timer is read once its window has passed; keep it well beyond that.
-            {
-                "retention.ms": str(
-                    max(7 * 86_400_000, int(4 * settings.attribution_window_s * 1000))
-                )
-            },
-            role="internal: attribution window timers (key: user_id, co-partitioned with events)",
-        ),
     ]
 
 

@@ -10,7 +10,7 @@ import faust
 from confluent_kafka import Producer
 
 from app.agents import events as events_agent
-from app.agents import timers as timers_agent
+from app.agents import sweeper
 from app.catalog import Catalog, index_options
 from app.catalog_follower import CatalogFollower
 from app.codec import dead_letter_key, encode_dead_letter
@@ -23,20 +23,20 @@ from app.kafka_config import (
 )
 from app.main import build_faust_app
 from app.metrics import Metrics
+from app.model_follower import ModelFollower
 from app.outputs import FlushBeforeCommit, OutputProducer
 from app.processor import (
     ATTRIBUTION,
     DEAD_LETTERS,
     FEEDBACK,
     RECOMMENDATIONS,
-    TIMERS,
     Processor,
     wall_clock_ms,
 )
 from app.ranking import model_vectorizer
 from app.records import DeadLetterError, Source
 from app.runtime import Runtime
-from app.scoring.gate import check_candidate
+from app.scoring.gate import ModelSlot, check_candidate
 from app.settings import LOG_LEVELS, Settings
 from app.tables import user_state_table
 from app.watermarks import Watermarks
@@ -62,18 +62,6 @@ def build_worker(settings: Settings, runtime: Runtime) -> faust.App:
         )
 
     events = raw_topic(settings.topic_events, settings.partitions)
-    # Internal: faust creates it at start-up with the events topic's partition count, so the
-    # two are co-partitioned (a user's timers are handled where their state lives).
-    timers = app.topic(
-        settings.topic_timers,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-        internal=True,
-        retention=max(7 * 86400.0, 4 * settings.attribution_window_s),
-    )
     table = user_state_table(app, settings)
     # Table writes go to the changelog through faust's producer buffer, which holds up the
     # stream whenever more than max_messages (100 by default) wait: a micro-batch writes up to
@@ -81,7 +69,7 @@ def build_worker(settings: Settings, runtime: Runtime) -> faust.App:
     app.producer.buffer.max_messages = max(100, 4 * settings.batch_max_events)
     app.sensors.add(FlushBeforeCommit(runtime.outputs))
     events_agent.register(app, runtime, table, events)
-    timers_agent.register(app, runtime, table, timers)
+    sweeper.register(app, runtime, table)
     health = runtime.health
 
     def update_recovered() -> None:
@@ -171,10 +159,20 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
                 dlq.poll(0.05)
         dlq.poll(0)
 
-    catalog = Catalog(model_vectorizer(model.encoder, model.spec), index_options(settings))
+    catalog = Catalog(
+        model_vectorizer(model.encoder, model.spec),
+        index_options(settings),
+        encoder_tag=model.spec.version,
+    )
+    processor = Processor(catalog, model.ranker, model.spec, settings)
+    # A newer version announced on the model-updates topic replaces the packaged one before
+    # the catalog is encoded; later announcements are applied live (hot reload).
+    models = ModelFollower(settings, ModelSlot(model), processor, catalog, metrics, dead_letter)
+    models.preload()
     follower = CatalogFollower(settings, catalog, metrics, dead_letter)
     follower.preload()
     follower.start()
+    models.start()
     health.set("catalog", True)
 
     outputs = OutputProducer(
@@ -184,13 +182,12 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
             FEEDBACK: settings.topic_feedback,
             DEAD_LETTERS: settings.topic_dead_letters,
             ATTRIBUTION: settings.topic_attribution,
-            TIMERS: settings.topic_timers,
         },
     )
     runtime = Runtime(
         settings=settings,
         catalog=catalog,
-        processor=Processor(catalog, model.ranker, model.spec, settings),
+        processor=processor,
         metrics=metrics,
         health=health,
         outputs=outputs,
@@ -204,6 +201,7 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
     try:
         app.main()
     finally:
+        models.stop()
         follower.stop()
         outputs.close()
         dlq.flush(10)

@@ -54,6 +54,7 @@ def register(
     metrics = runtime.metrics
     outputs = runtime.outputs
     watermarks = runtime.watermarks
+    due = runtime.due
     warned = {"at": 0.0, "degraded": 0}
 
     def record(result: BatchResult, started: float) -> None:
@@ -118,12 +119,15 @@ def register(
                 table_reader(concrete, table, batch),
             )
             for event, outcome in zip(batch, result.outcomes, strict=True):
+                runtime.partition_events[event.message.partition] = event
                 if outcome.user_id is None:
                     continue
                 if outcome.state is not None:
                     concrete._set_current_event(event)  # the record this state came from
                     table[outcome.user_id.encode("utf-8")] = outcome.state
+                    due.set(event.message.partition, outcome.user_id, outcome.next_due)
                 elif outcome.delete:
+                    due.set(event.message.partition, outcome.user_id, None)
                     # forget_user: removed from RocksDB, and a tombstone in the changelog so
                     # that no restore or standby brings the state back.
                     concrete._set_current_event(event)

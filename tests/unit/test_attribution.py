@@ -9,9 +9,10 @@ from app.attribution import (
     CLOSED_BY_WINDOW,
     Impression,
     hit_at,
+    next_due,
     on_event,
     on_shown,
-    on_timer,
+    on_sweep,
     replayed,
     unacted,
 )
@@ -99,20 +100,22 @@ def test_too_many_open_impressions_evict_the_oldest() -> None:
     assert [i.request_id for i in closed] == ["r0", "r1"]  # at most closed_limit kept
 
 
-def test_timers_close_once_and_replays_re_emit(event_factory: Callable[..., Event]) -> None:
-    imp = shown("r1")
+def test_the_sweep_closes_what_is_due_and_replays_re_emit_positives(
+    event_factory: Callable[..., Event],
+) -> None:
+    early, late = shown("r1"), shown("r2", at=T0 + 30_000)
+    # A click stamped before r2 was shown: only r1 gets the credit.
     click = event_factory("click", item_id="c", time_ms=T0 + 1_000)
-    a = on_event((imp,), (), click, T0 + 1_000, window_ms=WINDOW, closed_limit=4)
-    t = on_timer(a.open, a.closed, "r1", "timer:0:7", closed_limit=4)
-    (closed,) = t.newly_closed
-    assert t.open == () and unacted(closed) == [(0, "a"), (1, "b")]
-    # The same timer record again (a replay): the same closure, state unchanged.
-    again = on_timer(t.open, t.closed, "r1", "timer:0:7", closed_limit=4)
-    assert (again.open, again.closed, again.newly_closed) == (t.open, t.closed, (closed,))
-    # Another timer for it (sent twice): nothing.
-    other = on_timer(t.open, t.closed, "r1", "timer:0:9", closed_limit=4)
-    assert other.newly_closed == ()
-    # The positive is still re-emitted by a replay of the click.
-    positives, closures = replayed(t.open, t.closed, click.event_id)
-    assert [(p.acted.rank, p.acted.action) for p in positives] == [(2, "click")]
+    a = on_event((early, late), (), click, T0 + 1_000, window_ms=WINDOW, closed_limit=4)
+    assert next_due(a.open) == T0 + WINDOW
+    swept = on_sweep(a.open, a.closed, T0 + WINDOW, closed_limit=4)
+    (closed,) = swept.newly_closed
+    assert closed.request_id == "r1" and closed.closed_by == "sweep"
+    assert unacted(closed) == [(0, "a"), (1, "b")]
+    assert [i.request_id for i in swept.open] == ["r2"]
+    assert next_due(swept.open) == T0 + 30_000 + WINDOW
+    assert on_sweep(swept.open, swept.closed, T0 + WINDOW, closed_limit=4).newly_closed == ()
+    # The click's positive is still re-emitted by a replay of the click.
+    positives, closures = replayed(swept.open, swept.closed, click.event_id)
+    assert [(p.impression.request_id, p.acted.rank) for p in positives] == [("r1", 2)]
     assert closures == ()

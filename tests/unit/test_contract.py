@@ -12,7 +12,7 @@ import pytest
 
 from app.catalog import Catalog
 from app.codec import SCHEMA_DIR, decode_event, decode_item, encode_event, load_schema
-from app.processor import TIMERS, Processor
+from app.processor import Processor
 from app.records import Event, EventType, Source
 from app.scoring.package import LoadedModel
 from app.settings import Settings
@@ -94,13 +94,8 @@ def emitted(
         outcome = processor.handle(value, Source("events", 0, offset, key), store.get)
         if outcome.state is not None:
             store[b"u1"] = outcome.state
-        # A tombstone (forget_user, on the recommendations topic) has no document; timers are
-        # internal records (the worker's own topic), not a contract.
-        out += [
-            (o.role, o.document())
-            for o in outcome.outputs
-            if o.value is not None and o.role != TIMERS
-        ]
+        # A tombstone (forget_user, on the recommendations topic) has no document.
+        out += [(o.role, o.document()) for o in outcome.outputs if o.value is not None]
     return out
 
 

@@ -17,7 +17,6 @@ from app.processor import (
     RULE_OUT_OF_ORDER,
     RULE_UNKNOWN_ITEM,
     RULE_WITHDRAWN_ITEM,
-    TIMERS,
     Outcome,
     Processor,
 )
@@ -76,16 +75,12 @@ def test_click_emits_recommendation_then_feedback(
 ) -> None:
     e = event_factory("click", item_id="jazz-0")
     outcome = harness.send(encode_event(e))
-    assert roles(outcome) == [RECOMMENDATIONS, FEEDBACK, TIMERS]
+    assert roles(outcome) == [RECOMMENDATIONS, FEEDBACK]
     rec = outcome.outputs[0].document()
     assert rec["event_id"] == e.event_id and rec["emit_time"] == "2026-09-21T14:13:20.500Z"
-    # The impression's timer: on the event's partition, due when the attribution window ends.
-    timer = outcome.outputs[2]
-    assert (timer.key, timer.partition) == (b"u1", 0)
-    assert timer.document() == {
-        "request_id": e.event_id,
-        "due_ms": e.event_time_ms + int(harness.processor.settings.attribution_window_s * 1000),
-    }
+    # The impression opened: the sweeper indexes the user by when its window ends.
+    window_ms = int(harness.processor.settings.attribution_window_s * 1000)
+    assert outcome.next_due == e.event_time_ms + window_ms
     assert outcome.outputs[0].key == b"u1"
     state = decode_state(harness.store[b"u1"])
     assert state.last_recommendation is not None
