@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from faust.types import EventT
-
 from app.catalog import Catalog
 from app.health import Health
 from app.metrics import Metrics
@@ -24,7 +22,5 @@ class Runtime:
     health: Health
     outputs: OutputProducer
     watermarks: Watermarks
-    # Attribution windows to close (the sweeper), and a record of each partition seen, which
-    # the sweeper names to write that partition's state outside stream iteration.
+    # Attribution windows to close (the sweeper), by partition and user.
     due: DueIndex = field(default_factory=DueIndex)
-    partition_events: dict[int, EventT[bytes]] = field(default_factory=dict)

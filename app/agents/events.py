@@ -119,7 +119,6 @@ def register(
                 table_reader(concrete, table, batch),
             )
             for event, outcome in zip(batch, result.outcomes, strict=True):
-                runtime.partition_events[event.message.partition] = event
                 if outcome.user_id is None:
                     continue
                 if outcome.state is not None:

@@ -1,5 +1,6 @@
-"""The sweeper: closes the attribution windows that are due (negatives), for every partition this
-worker owns, including partitions that see no events."""
+"""The sweeper: closes the attribution windows that are due (negatives), for every events
+partition this worker owns, including partitions that see no events and impressions opened
+before a restart or on another worker."""
 
 from __future__ import annotations
 
@@ -7,32 +8,52 @@ import logging
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import faust
 from faust.streams import _current_event
-from faust.types import TP, EventT, TableT
+from faust.types import TableT
 
+from app.attribution import next_due
 from app.outputs import DeliveryError
 from app.processor import Outcome
 from app.runtime import Runtime
+from app.state import decode_state
 
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY_S = 0.5
-# Users swept per partition per round: bounds the event loop's time in one round.
+# Users swept per partition per round, and stored states indexed per partition per round: both
+# bound the event loop's time in one round.
 SWEEP_LIMIT = 2_000
+SCAN_STEP = 5_000
+
+
+@dataclass(frozen=True)
+class _Message:
+    topic: str
+    partition: int
+
+
+class PartitionMarker:
+    """Stands in for a record of ``partition``: all faust reads of the current event when it
+    writes a table are ``message.topic`` and ``message.partition``."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = _Message(topic, partition)
 
 
 @contextmanager
-def writing_for(event: EventT[bytes]) -> Iterator[None]:
-    """Table reads and writes outside stream iteration, on ``event``'s partition.
+def writing_for(marker: PartitionMarker) -> Iterator[None]:
+    """Table reads and writes outside stream iteration, on ``marker``'s partition.
 
-    Faust picks a table key's RocksDB and changelog partition from the current event (a
-    context variable that only stream iteration sets; faust issue 497). The sweeper runs on a
-    timer, so it names a record of the partition it sweeps: a user's records, state and
-    changelog all share that partition number.
+    Faust picks a table key's RocksDB and changelog partition from the current event, a
+    context variable only stream iteration sets (faust issue 497). The sweeper runs on a timer,
+    so it names the partition it sweeps: a user's records, state and changelog all share that
+    partition number.
     """
-    token = _current_event.set(weakref.ref(event))
+    token = _current_event.set(weakref.ref(marker))  # type: ignore[arg-type]  # duck-typed
     try:
         yield
     finally:
@@ -46,44 +67,75 @@ def register(app: faust.App, runtime: Runtime, table: TableT[bytes, bytes]) -> N
     due = runtime.due
     watermarks = runtime.watermarks
     topic = runtime.settings.topic_events
+    markers: dict[int, PartitionMarker] = {}
+    # Partitions whose stored states are (being) indexed: impressions opened before a restart,
+    # or by the worker that owned the partition before, are found this way.
+    scans: dict[int, Iterator[tuple[bytes, bytes]]] = {}
+    indexed: set[int] = set()
 
-    def sweep_partition(partition: int, event: EventT[bytes]) -> None:
+    def scan_step(partition: int) -> None:
+        scan = scans.get(partition)
+        if scan is None:
+            store: Any = table.data  # faust's RocksDB store: one database per partition
+            scan = scans[partition] = iter(store._db_for_partition(partition).items())
+        for _ in range(SCAN_STEP):
+            try:
+                key, raw = next(scan)
+            except StopIteration:
+                del scans[partition]
+                indexed.add(partition)
+                return
+            if key.startswith(b"__faust") or b'"im":[]' in raw:
+                continue
+            try:
+                state = decode_state(raw)
+            except (ValueError, KeyError, TypeError):
+                continue  # the events path resets unreadable states
+            due.set(partition, state.user_id, next_due(state.impressions))
+
+    def sweep_partition(partition: int, marker: PartitionMarker) -> None:
         up_to = watermarks.limit(partition)
         users = due.pop_due(partition, up_to, SWEEP_LIMIT)
         if not users:
             return
-        with writing_for(event):
-            results: list[Outcome] = [
-                processor.close_due(u, table.get(u.encode("utf-8")), up_to) for u in users
-            ]
-            try:
-                # Negatives on the broker before the state says they are out: a crash in
-                # between sweeps them again (at-least-once) instead of losing them.
-                outputs.produce(out for r in results for out in r.outputs)
-                outputs.flush()
-            except DeliveryError:
-                log.exception("sweep of partition %d not delivered; retrying", partition)
-                for u in users:
-                    due.set(partition, u, up_to)
-                return
-            for r in results:
-                if r.user_id is None:
-                    continue
-                if r.state is not None:
-                    table[r.user_id.encode("utf-8")] = r.state
-                due.set(partition, r.user_id, r.next_due)
-                metrics.attributed(r.positives, r.closed)
+        results: list[Outcome] = [
+            processor.close_due(u, table.get(u.encode("utf-8")), up_to) for u in users
+        ]
+        try:
+            # Negatives on the broker before the state says they are out: a crash in between
+            # sweeps them again (at-least-once) instead of losing them.
+            outputs.produce(out for r in results for out in r.outputs)
+            outputs.flush()
+        except DeliveryError:
+            log.exception("sweep of partition %d not delivered; will retry", partition)
+            for u in users:
+                due.set(partition, u, up_to)
+            return
+        for r in results:
+            if r.user_id is None:
+                continue
+            if r.state is not None:
+                table[r.user_id.encode("utf-8")] = r.state
+            due.set(partition, r.user_id, r.next_due)
+            metrics.attributed(r.positives, r.closed)
 
     async def sweep() -> None:
-        # No table writes while partitions move; the next round catches up.
-        if app.rebalancing or app.should_stop or not app.flow_control.is_active():
+        # No table access while partitions move or recover; the next round catches up.
+        if app.rebalancing or app.in_recovery or app.should_stop:
             return
-        assignment = app.consumer.assignment()
-        for partition, event in list(runtime.partition_events.items()):
-            if TP(topic, partition) not in assignment:
-                due.drop(partition)
-                runtime.partition_events.pop(partition, None)
-                continue
-            sweep_partition(partition, event)
+        if not app.flow_control.is_active():
+            return
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
+        for partition in set(markers) - owned:
+            markers.pop(partition, None)
+            scans.pop(partition, None)
+            indexed.discard(partition)
+            due.drop(partition)
+        for partition in sorted(owned):
+            marker = markers.setdefault(partition, PartitionMarker(topic, partition))
+            with writing_for(marker):
+                if partition not in indexed:
+                    scan_step(partition)
+                sweep_partition(partition, marker)
 
     app.timer(interval=SWEEP_EVERY_S)(sweep)

@@ -164,3 +164,27 @@ def test_positives_negatives_windows_and_live_quality(
     row = next(line for line in shown.splitlines() if line.startswith(f"| {model_version} |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1:] == ["300 s", f"{impressions:.0f}", f"{hit_rate:.3f}", f"{ctr:.4f}"]
+
+
+def test_a_window_that_ends_while_the_worker_is_down_closes_after_the_restart(
+    worker: WorkerProcess, kafka: KafkaIO, settings: Settings
+) -> None:
+    """The impression is in the stored state only: the restarted worker finds it there (no
+    event of the user comes after), and closes it once the window has passed."""
+    now = time.time_ns() // 1_000_000
+    shown = send(kafka, settings, "att-d", "click", now, item_id=CATALOG[3].item_id)
+    recommendation(kafka, settings, shown)
+    assert worker.stop() == 0
+    time.sleep(WINDOW_S)
+    started = time.monotonic()
+    worker.start()
+    (negative,) = [
+        d
+        for d in attribution(kafka, settings, lambda ds: any(d["request_id"] == shown for d in ds))
+        if d["request_id"] == shown
+    ]
+    assert negative["kind"] == "negative" and len(negative["items"]) == 10
+    print(
+        f"\nrestart: the impression shown before the stop closed "
+        f"{time.monotonic() - started:.1f} s after the restart began"
+    )

@@ -53,12 +53,13 @@ def reference_states(events: list[Event], limits: StateLimits) -> dict[bytes, Us
 
 
 def comparable(state: UserState) -> dict[str, object]:
-    """The state minus the last recommendation sent and the last offset applied: which ranking
-    a user saw last depends on how replays fell into micro-batches, and the reference has no
-    offsets; everything else must not differ."""
+    """The state minus what the user was shown (the last recommendation, the attribution
+    impressions) and the last offset applied: which rankings a user saw depends on how replays
+    fell into micro-batches, and the reference has no offsets; everything else must not
+    differ."""
     doc: dict[str, object] = orjson.loads(encode_state(state))
-    doc.pop("lr")
-    doc.pop("ao")
+    for shown in ("lr", "ao", "im", "ic"):
+        doc.pop(shown)
     return doc
 
 
@@ -184,13 +185,16 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
     seen = answered_ids(recs)
     duplicates = len(recs) - len(seen)
     dead = dead_letters_by_error(kafka, settings, len(hostile))
+    positives, negatives = attribution_sent(kafka, settings)
     print(
         f"\ncrash test: {len(events)} events over {USERS} users, {len(triggers)} triggers; "
         f"killed (SIGKILL) {KILLS} times after {kills} events; "
         f"state mismatches {mismatched}, lost {lost}, applied twice {doubled}, "
         f"triggers without a recommendation {len(triggers - seen)}, "
         f"recommendations redelivered {duplicates}; {len(hostile)} hostile records among "
-        f"them, dead-lettered by reason: {dict(sorted(dead.items()))}"
+        f"them, dead-lettered by reason: {dict(sorted(dead.items()))}; attribution: "
+        f"{positives} positives and {negatives} closed impressions in the states, every one "
+        f"of them on the attribution topic"
     )
     assert lost == 0 and doubled == 0
     assert mismatched == 0
@@ -232,6 +236,31 @@ def test_a_second_worker_joins_and_leaves_and_state_stays_right(
     )
     assert (mismatched, lost, doubled) == (0, 0, 0)
     assert triggers <= seen
+
+
+def attribution_sent(kafka: KafkaIO, settings: Settings) -> tuple[int, int]:
+    """Every positive and every closed impression the stored states remember is on the
+    attribution topic, however the crashes fell (replays re-emit them). Returns the counts."""
+    want_pos: set[tuple[str, int, str]] = set()
+    want_neg: set[str] = set()
+    for raw in read_states(settings).values():
+        state = decode_state(raw)
+        for imp in (*state.impressions, *state.closed_impressions):
+            want_pos |= {(imp.request_id, a.rank, a.action) for a in imp.acted}
+        want_neg |= {imp.request_id for imp in state.closed_impressions}
+
+    def got(records: list[Record]) -> tuple[set[tuple[str, int, str]], set[str]]:
+        docs = [orjson.loads(r.value or b"{}") for r in records]
+        pos = {(d["request_id"], d["rank"], d["action"]) for d in docs if d["kind"] == "positive"}
+        neg = {d["request_id"] for d in docs if d["kind"] == "negative"}
+        return pos, neg
+
+    def complete(records: list[Record]) -> bool:
+        pos, neg = got(records)
+        return want_pos <= pos and want_neg <= neg
+
+    kafka.read_until(settings.topic_attribution, complete, timeout_s=60)
+    return len(want_pos), len(want_neg)
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 90.0) -> None:
