@@ -176,6 +176,92 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """Train a new version on what the stream holds, evaluate it against the serving one on
+    each user's most recent interaction, and announce it only if it is better."""
+    import os
+
+    import torch
+
+    from app.model_publish import publish_model
+    from app.scoring.package import load_package
+    from app.settings import Settings
+    from app.training.export import write_package
+    from app.training.onnx_eval import onnx_score_fn
+    from app.training.stream import better, next_version, read_stream_data, serving_ids
+    from app.training.train import TrainConfig, train
+
+    torch.set_num_threads(args.threads)
+    settings = Settings.from_env(os.environ)  # the worker's topics and connection
+    serving_path = args.serving or settings.model_path
+    serving = load_package(serving_path, variant="fp32", device="cpu")
+    data = read_stream_data(settings)
+    split = leave_one_out(data)
+    evaluated = int(split.evaluated.sum())
+    log.info(
+        "stream data: %d users (%d evaluated), %d items, %d interactions",
+        data.n_users,
+        evaluated,
+        data.n_items,
+        data.n_interactions,
+    )
+    if evaluated < args.min_users:
+        print(f"not enough data: {evaluated} users with 3+ interactions (need {args.min_users})")
+        return 2
+    cfg = ModelConfig(
+        n_items=data.n_items,
+        dim=serving.spec.dim,
+        max_len=serving.spec.max_len,
+        layers=args.layers,
+        dropout=args.dropout,
+    )
+    tc = TrainConfig(epochs=args.epochs, seed=args.seed, lr=args.lr, progress=not args.quiet)
+    started = time.perf_counter()
+    result = train(data, split, cfg, tc)
+    version = args.version or next_version(serving.spec.version)
+    out = args.out or Path("models") / f"{serving.spec.name}-{version}"
+    k = 10
+    write_package(
+        result.model,
+        data,
+        out,
+        name=serving.spec.name,
+        version=version,
+        training={
+            "data": f"stream: {settings.topic_feedback} + {settings.topic_catalog}",
+            "users": data.n_users,
+            "items": data.n_items,
+            "interactions": data.n_interactions,
+            "seed": args.seed,
+            "epochs_run": len(result.history),
+            "train_seconds": round(time.perf_counter() - started, 1),
+        },
+        metrics={},
+    )
+    candidate = load_package(out, variant="fp32", device="cpu")
+    scores = {
+        f"candidate {version}": evaluate(onnx_score_fn(candidate, result.tables), split, k=k),
+        f"serving {serving.spec.version}": evaluate(
+            onnx_score_fn(serving, result.tables, ids=serving_ids(serving, data)), split, k=k
+        ),
+        "most_popular": evaluate(most_popular(split), split, k=k),
+    }
+    print("| model | HR@10 | NDCG@10 |\n|---|---|---|")
+    for name, m in scores.items():
+        print(f"| {name} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} |")
+    cand, serv = scores[f"candidate {version}"], scores[f"serving {serving.spec.version}"]
+    if not better(cand, serv, args.min_gain):
+        print(f"not published: {version} does not beat {serving.spec.version} by {args.min_gain}")
+        return 1
+    if args.no_publish:
+        print(f"better, not published (--no-publish): {out}")
+        return 0
+    note = f"retrained on the stream: HR@10 {cand['hr@10']:.4f} vs {serv['hr@10']:.4f}"
+    update = publish_model(settings, out, note=note)
+    print(f"published {update.name} {update.version} ({update.path})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = argparse.ArgumentParser(prog="python -m app.training", description=__doc__)
@@ -206,7 +292,25 @@ def main(argv: list[str] | None = None) -> int:
     eval_p = sub.choices["evaluate"]
     eval_p.add_argument("--package", type=Path, default=Path("models/seqrank-1"))
     eval_p.add_argument("--output", type=Path, default=None, help="JSON file (and .png plot)")
+    retrain = sub.add_parser(
+        "retrain", help="train on the stream, compare with the serving model, publish if better"
+    )
+    retrain.add_argument("--serving", type=Path, default=None, help="default: MODEL_PATH")
+    retrain.add_argument("--out", type=Path, default=None)
+    retrain.add_argument("--version", default=None, help="default: the next minor version")
+    retrain.add_argument("--epochs", type=int, default=40)
+    retrain.add_argument("--lr", type=float, default=1e-3)
+    retrain.add_argument("--layers", type=int, default=2)
+    retrain.add_argument("--dropout", type=float, default=0.2)
+    retrain.add_argument("--seed", type=int, default=42)
+    retrain.add_argument("--threads", type=int, default=2)
+    retrain.add_argument("--min-gain", type=float, default=0.005, help="HR@10, absolute")
+    retrain.add_argument("--min-users", type=int, default=50)
+    retrain.add_argument("--no-publish", action="store_true")
+    retrain.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    if args.command == "retrain":
+        return cmd_retrain(args)
     return cmd_train(args) if args.command == "train" else cmd_evaluate(args)
 
 

@@ -19,20 +19,29 @@ from app.training.train import ItemTables, model_ids
 ScoreFn = Callable[[NDArray[np.int64], list[NDArray[np.int64]]], NDArray[np.float32]]
 
 
-def package_vectors(model: LoadedModel, tables: ItemTables) -> NDArray[np.float32]:
-    """Item vectors for model indices 0..n (row 0 is the padding row, zeros)."""
-    vectors = model.encoder.encode(model_ids(tables)[1:], tables.terms[1:])
+def package_vectors(
+    model: LoadedModel, tables: ItemTables, ids: NDArray[np.int64] | None = None
+) -> NDArray[np.float32]:
+    """Item vectors for model indices 0..n (row 0 is the padding row, zeros). ``ids``: the id
+    the package knows each item by (default: the package was trained on these items, in this
+    order)."""
+    ids = model_ids(tables) if ids is None else ids
+    vectors = model.encoder.encode(ids[1:], tables.terms[1:])
     return np.vstack([np.zeros((1, vectors.shape[1]), dtype=np.float32), vectors])
 
 
 def onnx_score_fn(
-    model: LoadedModel, tables: ItemTables, n_items: int | None = None, batch: int = 32
+    model: LoadedModel,
+    tables: ItemTables,
+    n_items: int | None = None,
+    batch: int = 32,
+    ids: NDArray[np.int64] | None = None,
 ) -> ScoreFn:
     """Full-ranking scores through the package's ranker: every item ``1..n_items`` is a candidate
-    (default: all items of ``tables``)."""
+    (default: all items of ``tables``); ``ids`` as in :func:`package_vectors`."""
     spec = model.spec
     width = (n_items if n_items is not None else tables.terms.shape[0] - 1) + 1
-    vectors = package_vectors(model, tables)[:width]
+    vectors = package_vectors(model, tables, ids)[:width]
     items = vectors[1:]
 
     def score(users: NDArray[np.int64], histories: list[NDArray[np.int64]]) -> NDArray[np.float32]:
