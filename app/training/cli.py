@@ -188,14 +188,23 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from app.settings import Settings
     from app.training.export import write_package
     from app.training.onnx_eval import onnx_score_fn
-    from app.training.stream import better, next_version, read_stream_data, serving_ids
+    from app.training.stream import (
+        better,
+        next_version,
+        read_stream_data,
+        serving_ids,
+        serving_package,
+    )
     from app.training.train import TrainConfig, train
 
     torch.set_num_threads(args.threads)
     settings = Settings.from_env(os.environ)  # the worker's topics and connection
-    serving_path = args.serving or settings.model_path
+    serving_path = args.serving or serving_package(settings)
     serving = load_package(serving_path, variant="fp32", device="cpu")
-    data = read_stream_data(settings)
+    since = (
+        None if args.recent_s is None else time.time_ns() // 1_000_000 - int(args.recent_s * 1000)
+    )
+    data = read_stream_data(settings, since_ms=since)
     split = leave_one_out(data)
     evaluated = int(split.evaluated.sum())
     log.info(
@@ -295,7 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     retrain = sub.add_parser(
         "retrain", help="train on the stream, compare with the serving model, publish if better"
     )
-    retrain.add_argument("--serving", type=Path, default=None, help="default: MODEL_PATH")
+    retrain.add_argument(
+        "--serving", type=Path, default=None, help="default: the newest announced, else MODEL_PATH"
+    )
+    retrain.add_argument(
+        "--recent-s", type=float, default=None, help="train on the last N seconds of events only"
+    )
     retrain.add_argument("--out", type=Path, default=None)
     retrain.add_argument("--version", default=None, help="default: the next minor version")
     retrain.add_argument("--epochs", type=int, default=40)

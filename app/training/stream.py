@@ -10,6 +10,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -140,11 +141,37 @@ def sequence_data(
     )
 
 
-def read_stream_data(settings: Settings, timeout_s: float = 120.0) -> SequenceData:
-    """The training data the stream holds now: the catalog and every applied interaction."""
+def read_stream_data(
+    settings: Settings, since_ms: int | None = None, timeout_s: float = 120.0
+) -> SequenceData:
+    """The training data the stream holds now: the catalog and every applied interaction
+    (only those from ``since_ms`` on, event time, when given: recent behaviour after a shift)."""
     items = catalog_items(read_topic(settings, settings.topic_catalog, timeout_s))
     events = interactions(read_topic(settings, settings.topic_feedback, timeout_s))
+    if since_ms is not None:
+        events = (e for e in events if e.time_ms >= since_ms)
     return sequence_data(items, events)
+
+
+def serving_package(settings: Settings, timeout_s: float = 30.0) -> Path:
+    """The package the workers serve: the newest one announced on the model-updates topic for
+    the packaged model's name, else the packaged one (``MODEL_PATH``)."""
+    from app.codec import decode_model_update
+    from app.scoring.package import read_spec
+
+    name = read_spec(settings.model_path)[0].name
+    path = settings.model_path
+    try:
+        for msg in read_topic(settings, settings.topic_model_updates, timeout_s):
+            try:
+                update = decode_model_update(msg.value())
+            except ValueError:
+                continue
+            if update.name == name:
+                path = Path(update.path)
+    except RuntimeError:  # no model-updates topic: nothing was ever announced
+        pass
+    return path
 
 
 def serving_ids(model: LoadedModel, data: SequenceData) -> NDArray[np.int64]:
