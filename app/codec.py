@@ -152,14 +152,7 @@ def decode_item(raw: bytes | None, key: bytes | None) -> Item | str:
         if not key:
             raise DecodeError(DeadLetterError.MISSING_ID, "tombstone without a key")
         return key.decode("utf-8", errors="replace")
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(DeadLetterError.MALFORMED_JSON, str(exc)) from None
-    try:
-        validator("item")(doc)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        raise DecodeError(DeadLetterError.SCHEMA_VIOLATION, exc.message) from None
+    doc = _validated(raw, "item")
     return Item(
         item_id=doc["item_id"],
         title=doc["title"],
@@ -352,18 +345,25 @@ class ModelUpdate:
 def decode_model_update(raw: bytes | None) -> ModelUpdate:
     if raw is None:
         raise DecodeError(DeadLetterError.MALFORMED_JSON, "model update has no value")
+    doc = _validated(raw, "model_update")
+    try:
+        published = parse_time_ms(doc["published_time"])
+    except ValueError as exc:
+        raise DecodeError(DeadLetterError.SCHEMA_VIOLATION, f"published_time: {exc}") from None
+    return ModelUpdate(doc["name"], doc["version"], doc["path"], published, doc.get("note"))
+
+
+def _validated(raw: bytes, schema: str) -> Any:
+    """The JSON document in ``raw``, checked against ``schemas/<schema>.v1.json``."""
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise DecodeError(DeadLetterError.MALFORMED_JSON, str(exc)) from None
     try:
-        validator("model_update")(doc)
-        published = parse_time_ms(doc["published_time"])
+        validator(schema)(doc)
     except fastjsonschema.JsonSchemaValueException as exc:
         raise DecodeError(DeadLetterError.SCHEMA_VIOLATION, exc.message) from None
-    except ValueError as exc:
-        raise DecodeError(DeadLetterError.SCHEMA_VIOLATION, f"published_time: {exc}") from None
-    return ModelUpdate(doc["name"], doc["version"], doc["path"], published, doc.get("note"))
+    return doc
 
 
 def encode_model_update(update: ModelUpdate) -> bytes:

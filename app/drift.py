@@ -237,16 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bootstrap = external or (kafka.start() if kafka else "")
     tag = f"drift-{uuid.uuid4().hex[:6]}"
     port = pick_free_ports(1)[0]
-    settings = Settings(
-        app_id=tag,
-        bootstrap_servers=bootstrap,
-        topic_events=f"{tag}.events",
-        topic_catalog=f"{tag}.catalog",
-        topic_recommendations=f"{tag}.recommendations",
-        topic_feedback=f"{tag}.feedback",
-        topic_dead_letters=f"{tag}.dead-letters",
-        topic_attribution=f"{tag}.attribution",
-        topic_model_updates=f"{tag}.model-updates",
+    settings = Settings(bootstrap_servers=bootstrap).namespaced(
+        tag,
         partitions=2,
         data_dir=work / "data",
         http_port=port,

@@ -338,6 +338,26 @@ class Settings:
             values[name] = _convert(key, raw, hints[name])
         return cls(**values)
 
+    def namespaced(self, tag: str, **changes: Any) -> Settings:
+        """A copy whose app id (consumer group, changelog topics) and every topic are prefixed
+        with ``tag``: a worker and its topics that share nothing with other runs (tests,
+        benchmarks, experiments on one broker).
+
+        >>> Settings().namespaced("t1").topic_attribution
+        't1.attribution'
+        """
+        return self.replace(
+            app_id=tag,
+            topic_events=f"{tag}.events",
+            topic_catalog=f"{tag}.catalog",
+            topic_recommendations=f"{tag}.recommendations",
+            topic_feedback=f"{tag}.feedback",
+            topic_dead_letters=f"{tag}.dead-letters",
+            topic_attribution=f"{tag}.attribution",
+            topic_model_updates=f"{tag}.model-updates",
+            **changes,
+        )
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (settings are frozen)."""
         return dataclasses.replace(self, **changes)

@@ -449,15 +449,9 @@ class Bench:
     # ------------------------------------------------------------------ systems
 
     def _system_settings(self, tag: str, catalog_topic: str, workdir: Path) -> Settings:
-        return self.base.replace(
-            app_id=tag,
-            topic_events=f"{tag}.events",
-            topic_catalog=catalog_topic,
-            topic_recommendations=f"{tag}.recommendations",
-            topic_feedback=f"{tag}.feedback",
-            topic_dead_letters=f"{tag}.dead-letters",
-            topic_attribution=f"{tag}.attribution",
-            topic_model_updates=f"{tag}.model-updates",
+        return self.base.namespaced(
+            tag,
+            topic_catalog=catalog_topic,  # shared by the systems compared on one catalog
             data_dir=workdir / "data",
             http_port=pick_free_ports(1)[0],
             catalog_preload_timeout_s=max(self.base.catalog_preload_timeout_s, 1800.0),

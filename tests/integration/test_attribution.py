@@ -16,12 +16,16 @@ import jsonschema
 import orjson
 import pytest
 
-from app.codec import encode_item, format_time_ms, load_schema
+from app.codec import format_time_ms, load_schema
 from app.settings import Settings
 from app.synthetic import make_catalog
-from app.topics import create_topics
 from tests.integration.kafka_io import KafkaIO, Record
-from tests.integration.worker_process import ROOT, WorkerProcess, isolated_settings
+from tests.integration.worker_process import (
+    ROOT,
+    WorkerProcess,
+    isolated_settings,
+    running_worker,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +40,8 @@ def settings(bootstrap: str, module_tmp: Path) -> Settings:
 
 @pytest.fixture(scope="module")
 def worker(settings: Settings, kafka: KafkaIO, module_tmp: Path) -> Iterator[WorkerProcess]:
-    create_topics(settings)
-    for item in CATALOG:
-        kafka.produce(settings.topic_catalog, item.item_id.encode(), encode_item(item))
-    proc = WorkerProcess(settings, module_tmp / "worker.log")
-    proc.start()
-    try:
+    with running_worker(settings, kafka, CATALOG, module_tmp / "worker.log") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def send(kafka: KafkaIO, settings: Settings, user: str, kind: str, at_ms: int, **f: Any) -> str:

@@ -18,13 +18,13 @@ from app.codec import encode_item, format_time_ms, load_schema
 from app.records import Item
 from app.settings import Settings
 from app.state import decode_state
-from app.topics import create_topics
 from tests.integration.kafka_io import KafkaIO, Record
 from tests.integration.worker_process import (
     ROOT,
     WorkerProcess,
     isolated_settings,
     read_states,
+    running_worker,
 )
 
 pytestmark = pytest.mark.integration
@@ -53,15 +53,8 @@ def settings(bootstrap: str, module_tmp: Path) -> Settings:
 
 @pytest.fixture(scope="module")
 def worker(settings: Settings, kafka: KafkaIO, module_tmp: Path) -> Iterator[WorkerProcess]:
-    create_topics(settings)
-    for item in CATALOG:
-        kafka.produce(settings.topic_catalog, item.item_id.encode(), encode_item(item))
-    proc = WorkerProcess(settings, module_tmp / "worker.log")
-    proc.start()
-    try:
+    with running_worker(settings, kafka, CATALOG, module_tmp / "worker.log") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def event(user: str, kind: str, **fields: Any) -> dict[str, Any]:

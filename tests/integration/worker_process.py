@@ -10,12 +10,18 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rocksdict import AccessType, Options, Rdict
 
+from app.codec import encode_item
 from app.localkafka import pick_free_ports
+from app.records import Item
 from app.settings import Settings
+from app.topics import create_topics
+from tests.integration.kafka_io import KafkaIO
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,16 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def isolated_settings(bootstrap: str, tmp: Path, **changes: object) -> Settings:
     """Settings with topic names, app id (group, changelog) and data dir of their own."""
     tag = uuid.uuid4().hex[:8]
-    base = Settings(
-        app_id=f"it-{tag}",
-        bootstrap_servers=bootstrap,
-        topic_events=f"it-{tag}.events",
-        topic_catalog=f"it-{tag}.catalog",
-        topic_recommendations=f"it-{tag}.recommendations",
-        topic_feedback=f"it-{tag}.feedback",
-        topic_dead_letters=f"it-{tag}.dead-letters",
-        topic_attribution=f"it-{tag}.attribution",
-        topic_model_updates=f"it-{tag}.model-updates",
+    base = Settings(bootstrap_servers=bootstrap).namespaced(
+        f"it-{tag}",
         partitions=2,
         data_dir=tmp / "data",
         model_path=ROOT / "models" / "seqrank-1",
@@ -139,3 +137,19 @@ def read_states(settings: Settings) -> dict[bytes, bytes]:
         finally:
             db.close()
     return found
+
+
+@contextmanager
+def running_worker(
+    settings: Settings, kafka: KafkaIO, catalog: Iterable[Item], log_path: Path
+) -> Iterator[WorkerProcess]:
+    """Topics created, ``catalog`` published, a worker started (and stopped afterwards)."""
+    create_topics(settings)
+    for item in catalog:
+        kafka.produce(settings.topic_catalog, item.item_id.encode(), encode_item(item))
+    proc = WorkerProcess(settings, log_path)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
