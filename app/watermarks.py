@@ -29,8 +29,8 @@ class Watermarks:
 
     >>> marks = Watermarks(idle_ms=5_000, clock=lambda: 100_000)
     >>> marks.advance(0, 50_000)
-    >>> marks.passed(0, 40_000), marks.passed(0, 60_000)
-    (True, False)
+    >>> marks.limit(0)
+    50000
     """
 
     def __init__(self, idle_ms: int, clock: Callable[[], int] = _wall_ms) -> None:
@@ -47,9 +47,6 @@ class Watermarks:
         else:
             mark.record_ms = max(mark.record_ms, record_ms)
             mark.wall_ms = now
-
-    def passed(self, partition: int, due_ms: int) -> bool:
-        return due_ms <= self.limit(partition)
 
     def limit(self, partition: int) -> int:
         """Windows ending at or before this record time have passed on ``partition``: its
