@@ -228,7 +228,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = train(data, split, cfg, tc)
     version = args.version or next_version(serving.spec.version)
-    out = args.out or Path("models") / f"{serving.spec.name}-{version}"
+    # Under .liverank-data (ignored by git); the workers load it from wherever this path is.
+    out = args.out or Path(".liverank-data") / "models" / f"{serving.spec.name}-{version}"
     k = 10
     write_package(
         result.model,
