@@ -32,8 +32,8 @@ from app.kafka_config import client_config
 from app.localkafka import LocalKafka, pick_free_ports
 from app.settings import Settings
 from app.synthetic import GENRES, make_catalog
+from app.topic_reader import read_topic
 from app.topics import create_topics
-from app.training.stream import read_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 GENRE_LIST = sorted(GENRES)

@@ -8,32 +8,23 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from app.catalog import Catalog
-from app.codec import DecodeError, ModelUpdate, decode_model_update
+from app.codec import DecodeError, decode_model_update
 from app.kafka_config import client_config
 from app.metrics import Metrics
 from app.processor import Processor
 from app.ranking import model_vectorizer
 from app.records import DeadLetterError, Source
-from app.scoring.gate import ModelSlot, ReloadResult
+from app.scoring.gate import ModelSlot
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DeadLetterFn = Callable[[DeadLetterError, str, Source, bytes], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Reload:
-    """One update and what came of it."""
-
-    update: ModelUpdate
-    result: ReloadResult
 
 
 class ModelFollower:
@@ -62,7 +53,6 @@ class ModelFollower:
         self.catalog = catalog
         self.metrics = metrics
         self.dead_letter = dead_letter
-        self.reloads: list[Reload] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer = Consumer(
@@ -156,7 +146,6 @@ class ModelFollower:
             threads=settings.onnx_threads,
             device=settings.model_device,
         )
-        self.reloads.append(Reload(update, result))
         if not result.accepted:
             self.metrics.model_reloads.labels("rejected").inc()
             return

@@ -223,11 +223,6 @@ class Processor:
         self.ranker, self.spec = ranker, ranker.spec
         return ranker
 
-    @property
-    def model_version(self) -> str:
-        """The model ranking now."""
-        return self.spec.version
-
     def decode(self, value: bytes | None, source: Source) -> Event | Outcome:
         """The event, or a dead-letter outcome saying why the record is unusable."""
         raw = value if value is not None else b""

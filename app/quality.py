@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily
@@ -83,10 +83,6 @@ class LiveQuality:
         counts[2] += closed.shown
         counts[3] += len({rank for rank, action in closed.acted if action == "click"})
         self._trim(closed.model_version, now_ms)
-
-    def add_all(self, closed: Iterable[Closed], now_ms: int) -> None:
-        for c in closed:
-            self.add(c, now_ms)
 
     def _trim(self, version: str, now_ms: int) -> None:
         oldest = now_ms // 1000 // BUCKET_S - self._keep

@@ -4,17 +4,15 @@ attribution topic (every worker's closed impressions, not one worker's metrics).
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
 
 from app.codec import parse_time_ms
-from app.kafka_config import client_config
 from app.quality import Closed, LiveQuality
 from app.settings import Settings
+from app.topic_reader import read_topic
 
 
 def closed_from_record(doc: dict[str, Any]) -> Closed | None:
@@ -37,41 +35,10 @@ def read_quality(
     now_ms = time.time_ns() // 1_000_000
     since_ms = now_ms - max(windows_s) * 1000
     quality = LiveQuality(k, windows_s)
-    consumer = Consumer(
-        client_config(
-            settings,
-            {
-                "group.id": f"{settings.app_id}-quality-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            },
-        )
-    )
-    try:
-        meta = consumer.list_topics(settings.topic_attribution, timeout=timeout_s)
-        partitions = list(meta.topics[settings.topic_attribution].partitions)
-        starts = consumer.offsets_for_times(
-            [TopicPartition(settings.topic_attribution, p, since_ms) for p in partitions],
-            timeout=timeout_s,
-        )
-        ends = {
-            tp.partition: consumer.get_watermark_offsets(tp, timeout=timeout_s)[1] for tp in starts
-        }
-        todo = {tp.partition for tp in starts if 0 <= tp.offset < ends[tp.partition]}
-        consumer.assign([tp for tp in starts if tp.partition in todo])
-        deadline = time.monotonic() + timeout_s
-        while todo and time.monotonic() < deadline:
-            for msg in consumer.consume(500, timeout=0.5):
-                if msg.error() is not None:
-                    todo.discard(msg.partition() or 0)  # end of partition (or an error)
-                    continue
-                if (msg.offset() or 0) + 1 >= ends[msg.partition() or 0]:
-                    todo.discard(msg.partition() or 0)
-                closed = closed_from_record(orjson.loads(msg.value() or b"{}"))
-                if closed is not None:
-                    quality.add(closed, now_ms)
-    finally:
-        consumer.close()
+    for msg in read_topic(settings, settings.topic_attribution, since_ms, timeout_s):
+        closed = closed_from_record(orjson.loads(msg.value() or b"{}"))
+        if closed is not None:
+            quality.add(closed, now_ms)
     return quality, now_ms
 
 

@@ -133,9 +133,14 @@ def register(
                     table.pop(outcome.user_id.encode("utf-8"), None)
             outputs.produce(out for outcome in result.outcomes for out in outcome.outputs)
             # Only now are these records' events applied: attribution windows up to here close.
+            newest: dict[int, int] = {}
             for source in sources:
                 if source.timestamp_ms is not None:
-                    watermarks.advance(source.partition, source.timestamp_ms)
+                    newest[source.partition] = max(
+                        newest.get(source.partition, 0), source.timestamp_ms
+                    )
+            for partition, record_ms in newest.items():
+                watermarks.advance(partition, record_ms)
             record(result, started)
 
     _ = process_events

@@ -4,9 +4,6 @@ user's most recent interaction, and announced only if it is better."""
 
 from __future__ import annotations
 
-import logging
-import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -15,20 +12,18 @@ from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 from numpy.typing import NDArray
 
 from app.codec import decode_item, parse_time_ms
-from app.kafka_config import client_config
 from app.ranking import TYPE_IDS
-from app.records import Item
+from app.records import ITEM_EVENTS, Item
 from app.scoring.package import LoadedModel
 from app.settings import Settings
+from app.topic_reader import read_topic
 from app.training.sequences import SequenceData
 
-log = logging.getLogger(__name__)
-
-INTERACTIONS = ("view", "click", "add_to_cart", "purchase")
+# The events that are interactions with an item (searches and forget_user are not).
+INTERACTIONS = frozenset(t.value for t in ITEM_EVENTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,47 +33,6 @@ class Interaction:
     kind: str
     time_ms: int
     order: tuple[int, int]  # (partition, offset): ties in time keep log order
-
-
-def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> Iterator[Any]:
-    """Every record of ``topic`` present now, from its start (no consumer group offsets)."""
-    consumer = Consumer(
-        client_config(
-            settings,
-            {
-                "group.id": f"{settings.app_id}-retrain-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            },
-        )
-    )
-    try:
-        meta = consumer.list_topics(topic, timeout=timeout_s)
-        info = meta.topics.get(topic)
-        if info is None or info.error is not None:
-            raise RuntimeError(f"topic {topic!r} not found")
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
-            for p in info.partitions
-        }
-        todo = {p for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(topic, p, 0) for p in todo])
-        deadline = time.monotonic() + timeout_s
-        while todo:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"reading {topic!r} did not finish within {timeout_s}s")
-            for msg in consumer.consume(1000, timeout=0.5):
-                error = msg.error()
-                partition = msg.partition() or 0
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        todo.discard(partition)
-                    continue
-                if (msg.offset() or 0) + 1 >= ends[partition]:
-                    todo.discard(partition)
-                yield msg
-    finally:
-        consumer.close()
 
 
 def catalog_items(messages: Iterable[Any]) -> dict[str, Item]:
@@ -146,8 +100,8 @@ def read_stream_data(
 ) -> SequenceData:
     """The training data the stream holds now: the catalog and every applied interaction
     (only those from ``since_ms`` on, event time, when given: recent behaviour after a shift)."""
-    items = catalog_items(read_topic(settings, settings.topic_catalog, timeout_s))
-    events = interactions(read_topic(settings, settings.topic_feedback, timeout_s))
+    items = catalog_items(read_topic(settings, settings.topic_catalog, timeout_s=timeout_s))
+    events = interactions(read_topic(settings, settings.topic_feedback, timeout_s=timeout_s))
     if since_ms is not None:
         events = (e for e in events if e.time_ms >= since_ms)
     return sequence_data(items, events)
@@ -162,7 +116,7 @@ def serving_package(settings: Settings, timeout_s: float = 30.0) -> Path:
     name = read_spec(settings.model_path)[0].name
     path = settings.model_path
     try:
-        for msg in read_topic(settings, settings.topic_model_updates, timeout_s):
+        for msg in read_topic(settings, settings.topic_model_updates, timeout_s=timeout_s):
             try:
                 update = decode_model_update(msg.value())
             except ValueError:
