@@ -6,8 +6,7 @@ import faust
 from faust.types import TableT
 
 from app.settings import Settings
-
-USER_STATE_TABLE = "user-state"
+from app.topics import USER_STATE_TABLE
 
 
 def user_state_table(app: faust.App, settings: Settings) -> TableT[bytes, bytes]:

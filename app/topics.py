@@ -12,6 +12,14 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# The Faust table of per-user state (app.tables).
+USER_STATE_TABLE = "user-state"
+
+
+def changelog_topic(settings: Settings) -> str:
+    """The state table's changelog, named as Faust names it: ``<app id>-<table>-changelog``."""
+    return f"{settings.app_id}-{USER_STATE_TABLE}-changelog"
+
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
@@ -41,6 +49,15 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             role="recommendations out (key: user_id)",
         ),
         TopicSpec(settings.topic_feedback, p, role="feedback out (key: user_id)"),
+        # Faust would create it on first start; declaring it here lets SREs create it (with the
+        # events topic's partitions, compacted) before the first worker and keep it in the
+        # partition migration (app.repartition).
+        TopicSpec(
+            changelog_topic(settings),
+            p,
+            {"cleanup.policy": "compact"},
+            role="per-user state changelog, Faust's table (key: user_id)",
+        ),
         TopicSpec(
             settings.topic_attribution,
             p,

@@ -19,7 +19,7 @@ from app.records import NEXT_ITEM_TRIGGERS, Event, EventType
 from app.settings import Settings
 from app.state import StateLimits, UserState, apply_event, decode_state, encode_state
 from app.synthetic import Traffic, make_catalog
-from app.topics import create_topics
+from app.topics import changelog_topic, create_topics
 from tests.integration.kafka_io import KafkaIO, Record
 from tests.integration.worker_process import WorkerProcess, isolated_settings, read_states
 
@@ -330,7 +330,7 @@ def test_forgotten_users_stay_forgotten_after_restarts_and_a_rebuild_from_the_ch
     # micro-batch, the new state is written instead: no tombstone is needed).
     gone = {u.encode() for u in forgotten if u not in returning}
     changelog = kafka.read_until(
-        f"{settings.app_id}-user-state-changelog",
+        changelog_topic(settings),
         lambda rs: gone <= {r.key for r in rs if r.value is None},
     )
     last = {r.key: r.value for r in sorted(changelog, key=lambda r: (r.partition, r.offset))}
