@@ -44,6 +44,26 @@ def _parser() -> argparse.ArgumentParser:
     quality.add_argument(
         "--windows", default="300,3600", help="sliding windows, seconds, comma-separated"
     )
+    parts = sub.add_parser(
+        "partitions", help="partition counts, and the migration to more partitions"
+    )
+    parts_sub = parts.add_subparsers(dest="action", required=True)
+    parts_sub.add_parser(
+        "status", help="partition counts, group members, users off their partition"
+    )
+    migrate = parts_sub.add_parser(
+        "migrate",
+        help="with every worker stopped: grow the user-keyed topics to --to partitions and move "
+        "each user's state to their new partition (README: Operating liverank)",
+    )
+    migrate.add_argument("--to", type=int, required=True, help="the new partition count")
+    migrate.add_argument("--dry-run", action="store_true", help="plan and report, change nothing")
+    migrate.add_argument(
+        "--wait-s",
+        type=float,
+        default=0.0,
+        help="wait up to this long for the consumer group to empty (killed workers linger)",
+    )
     sub.add_parser("settings", help="print the configuration table (markdown)")
     return parser
 
@@ -62,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ[var] = str(settings.blas_threads)
         from app.kafka_config import KafkaUnavailable
         from app.scoring.base import ModelContractError
+        from app.topics import PartitionMismatch
         from app.worker import run_worker
 
         try:
@@ -69,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ModelContractError as exc:
             print(f"liverank: refusing to start: {exc}", file=sys.stderr)
             return 3
+        except PartitionMismatch as exc:
+            print(f"liverank: refusing to start: {exc}", file=sys.stderr)
+            return 5
         except (KafkaUnavailable, SettingsError) as exc:
             # SettingsError here: a password file that cannot be read.
             print(f"liverank: cannot connect to Kafka: {exc}", file=sys.stderr)
@@ -132,6 +156,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         windows = [int(w) for w in args.windows.split(",") if w.strip()]
         live, now_ms = read_quality(settings, windows, settings.quality_k)
         print(report(live, now_ms))
+        return 0
+    if args.command == "partitions":
+        from app.repartition import MigrationRefused, migrate
+        from app.repartition import status as partition_status
+
+        try:
+            if args.action == "status":
+                lines = partition_status(settings)
+            else:
+                lines = migrate(
+                    settings, args.to, dry_run=args.dry_run, wait_s=args.wait_s, progress=print
+                ).lines()
+        except MigrationRefused as exc:
+            print(f"liverank: partition migration refused: {exc}", file=sys.stderr)
+            return 6
+        print("\n".join(lines))
         return 0
     if args.command == "settings":
         print(settings.markdown_table())

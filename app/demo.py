@@ -15,7 +15,7 @@ import orjson
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from app.codec import encode_event, encode_item, format_time_ms, parse_time_ms
-from app.kafka_config import client_config
+from app.kafka_config import client_config, keyed_by_user
 from app.processor import wall_clock_ms
 from app.records import Item
 from app.settings import Settings
@@ -54,7 +54,9 @@ def play(
     clock: Callable[[], int] = wall_clock_ms,
 ) -> int:
     """Produce sessions at about ``rate`` events/s, each stamped with the time it is sent."""
-    producer = Producer(client_config(settings, {"linger.ms": 1, "acks": 1}))
+    producer = Producer(
+        client_config(settings, {"linger.ms": 1, "acks": 1, **keyed_by_user(settings)})
+    )
     sent = 0
     interval = 1.0 / rate
     next_at = time.monotonic()

@@ -28,7 +28,7 @@ import orjson
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from app.codec import encode_item, format_time_ms, parse_time_ms
-from app.kafka_config import client_config
+from app.kafka_config import client_config, keyed_by_user
 from app.localkafka import LocalKafka, pick_free_ports
 from app.settings import Settings
 from app.synthetic import GENRES, make_catalog
@@ -79,7 +79,9 @@ class Simulator:
         for item in self.catalog:
             self.by_genre.setdefault(item.category, []).append(item.item_id)
         self.users = [f"drift-{u:04d}" for u in range(users)]
-        self.producer = Producer(client_config(settings, {"linger.ms": 2, "acks": "all"}))
+        self.producer = Producer(
+            client_config(settings, {"linger.ms": 2, "acks": "all", **keyed_by_user(settings)})
+        )
         self.recs: dict[str, list[str]] = {}
         self.versions: dict[str, str] = {}
         self._lock = threading.Lock()

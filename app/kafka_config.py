@@ -14,6 +14,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from faust.types.auth import CredentialsT
 
+from app.partitioning import Partitioner
 from app.settings import Settings, SettingsError
 
 ConfigValue = str | int | float | bool
@@ -37,6 +38,12 @@ PRODUCER_QUEUE: dict[str, ConfigValue] = {
     "queue.buffering.max.messages": 100_000,
     "queue.buffering.max.kbytes": 64 * 1024,
 }
+
+
+def keyed_by_user(settings: Settings) -> dict[str, ConfigValue]:
+    """Producer settings that place user-keyed records where the events contract says
+    (``PARTITIONER``), so that a user's events land on the partition that holds their state."""
+    return {"partitioner": Partitioner(settings.partitioner).librdkafka}
 
 
 class KafkaUnavailable(RuntimeError):

@@ -87,6 +87,13 @@ class Metrics:
             ["error"],
             registry=r,
         )
+        self.rerouted = Counter(
+            "liverank_events_rerouted",
+            "Events that arrived on a partition their key does not belong on (under "
+            "PARTITIONER) and were forwarded to theirs: a producer with another partitioner, or "
+            "one that has not seen a partition increase yet.",
+            registry=r,
+        )
         self.recommendations = Counter(
             "liverank_recommendations",
             "Recommendation records emitted, by kind.",

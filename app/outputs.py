@@ -12,17 +12,29 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import faust
 from confluent_kafka import KafkaError, Message, Producer
 from faust.types import ConsumerT
 
-from app.kafka_config import PRODUCER_QUEUE, client_config
+from app.kafka_config import PRODUCER_QUEUE, client_config, keyed_by_user
 from app.processor import Output
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """An input record to put back on the events topic, on ``partition``."""
+
+    partition: int
+    key: bytes
+    value: bytes | None
+    timestamp_ms: int | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class DeliveryError(RuntimeError):
@@ -46,6 +58,8 @@ class OutputProducer:
                     # Retries never duplicate or reorder a user's records.
                     "enable.idempotence": True,
                     **PRODUCER_QUEUE,
+                    # Downstream finds a user's records where it finds their events.
+                    **keyed_by_user(settings),
                 },
             )
         )
@@ -69,6 +83,30 @@ class OutputProducer:
                     break
                 except BufferError:
                     # librdkafka's queue is full: let it send (and serve callbacks), then retry.
+                    producer.poll(0.05)
+            count += 1
+        producer.poll(0)
+        return count
+
+    def forward(self, topic: str, records: Iterable[Forward]) -> int:
+        """Queue input records again on the partition their key belongs to, unchanged (key,
+        value, headers and timestamp); at-least-once like every output."""
+        count = 0
+        producer = self._producer
+        for rec in records:
+            while True:
+                try:
+                    producer.produce(
+                        topic,
+                        key=rec.key,
+                        value=rec.value,
+                        partition=rec.partition,
+                        timestamp=rec.timestamp_ms or 0,
+                        headers=list(rec.headers) or None,
+                        on_delivery=self._on_delivery,
+                    )
+                    break
+                except BufferError:
                     producer.poll(0.05)
             count += 1
         producer.poll(0)

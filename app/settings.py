@@ -111,6 +111,12 @@ class Settings:
     partitions: int = _field(
         4, "Partitions of the events, recommendations and feedback topics and the state table."
     )
+    partitioner: str = _field(
+        "murmur2",
+        "How producers place keyed events: murmur2 (Java's default; librdkafka "
+        "partitioner=murmur2_random) or crc32 (librdkafka's default). Records on another "
+        "partition are forwarded to their own; the partition migration moves state by it.",
+    )
     catalog_partitions: int = _field(1, "Partitions of the catalog topic.")
     replication_factor: int = _field(1, "Replication factor of the topics liverank creates.")
     standby_replicas: int = _field(
@@ -271,6 +277,8 @@ class Settings:
             raise SettingsError(
                 f"log_level must be one of {sorted(LOG_LEVELS)}, not {self.log_level!r}"
             )
+        if self.partitioner not in ("murmur2", "crc32"):
+            raise SettingsError(f"partitioner must be murmur2 or crc32, not {self.partitioner!r}")
         if self.model_device not in ("auto", "cuda", "cpu"):
             raise SettingsError(
                 f"model_device must be auto, cuda or cpu, not {self.model_device!r}"

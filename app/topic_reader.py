@@ -33,14 +33,17 @@ def read_topic(
         info = meta.topics.get(topic)
         if info is None or info.error is not None:
             raise RuntimeError(f"topic {topic!r} not found")
-        starts = [TopicPartition(topic, p, 0) for p in info.partitions]
+        marks = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            for p in info.partitions
+        }
+        ends = {p: high for p, (_low, high) in marks.items()}
+        # From the log's start, which retention or compaction may have moved past 0.
+        starts = [TopicPartition(topic, p, low) for p, (low, _high) in marks.items()]
         if since_ms is not None:
             starts = consumer.offsets_for_times(
                 [TopicPartition(topic, p, since_ms) for p in info.partitions], timeout=timeout_s
             )
-        ends = {
-            tp.partition: consumer.get_watermark_offsets(tp, timeout=timeout_s)[1] for tp in starts
-        }
         # offsets_for_times gives -1 where nothing is that recent.
         todo = {tp.partition for tp in starts if 0 <= tp.offset < ends[tp.partition]}
         consumer.assign([tp for tp in starts if tp.partition in todo])

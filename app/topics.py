@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -71,6 +72,41 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             role="model versions in, compacted (key: model name)",
         ),
     ]
+
+
+class PartitionMismatch(RuntimeError):
+    """The events topic or the state changelog does not have ``PARTITIONS`` partitions."""
+
+
+def partition_problems(settings: Settings, existing: Mapping[str, int]) -> list[str]:
+    """What is wrong with the partition counts of existing topics (name -> partitions).
+
+    The events topic and the state changelog must have exactly ``PARTITIONS``: a worker
+    configured for another count would look for users' state on the wrong partition. Topics
+    that do not exist yet are fine (they are created with the right count).
+    """
+    problems = []
+    for name in (settings.topic_events, changelog_topic(settings)):
+        have = existing.get(name)
+        if have is not None and have != settings.partitions:
+            problems.append(f"{name} has {have} partitions")
+    if problems:
+        problems.append(
+            f"LIVERANK_PARTITIONS is {settings.partitions}: set it to the topics' count, or "
+            "finish the partition migration (python -m app partitions migrate; README: "
+            "Operating liverank)"
+        )
+    return problems
+
+
+def check_partitions(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Raise :class:`PartitionMismatch` when :func:`partition_problems` finds any."""
+    admin = AdminClient(client_config(settings))
+    topics = admin.list_topics(timeout=timeout_s).topics
+    existing = {name: len(meta.partitions) for name, meta in topics.items()}
+    problems = partition_problems(settings, existing)
+    if problems:
+        raise PartitionMismatch("; ".join(problems))
 
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:

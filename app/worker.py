@@ -39,6 +39,7 @@ from app.runtime import Runtime
 from app.scoring.gate import ModelSlot, check_candidate
 from app.settings import LOG_LEVELS, Settings
 from app.tables import user_state_table
+from app.topics import PartitionMismatch, check_partitions
 from app.watermarks import Watermarks
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,11 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
         server.shutdown()
         raise
     log.info("connected to %d Kafka broker(s) over %s", brokers, settings.security_protocol)
+    try:
+        check_partitions(settings)
+    except PartitionMismatch:
+        server.shutdown()
+        raise
 
     # The same gate a reloaded model must pass: a package that loads but scores NaN, constants
     # or mixes batch rows stops the start-up with the reason, before any event is taken.

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import cast
 
 import faust
 from faust.types import EventT, TableT
 
+from app.outputs import Forward
+from app.partitioning import Partitioner, misplaced
 from app.processor import BatchResult, Processor
 from app.records import Source
 from app.runtime import Runtime
@@ -18,6 +20,19 @@ log = logging.getLogger(__name__)
 
 # Degradation is logged at most this often; the metrics count every event.
 _WARN_EVERY_S = 10.0
+
+
+def forward_of(event: EventT[bytes], partition: int) -> Forward:
+    msg = event.message
+    headers = msg.headers or ()
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return Forward(
+        partition,
+        msg.key or b"",
+        msg.value,
+        int(msg.timestamp * 1000) if msg.timestamp else None,
+        tuple((str(k), bytes(v)) for k, v in items),
+    )
 
 
 def source_of(event: EventT[bytes]) -> Source:
@@ -55,7 +70,38 @@ def register(
     outputs = runtime.outputs
     watermarks = runtime.watermarks
     due = runtime.due
-    warned = {"at": 0.0, "degraded": 0}
+    warned = {"at": 0.0, "degraded": 0, "rerouted_at": 0.0, "rerouted": 0}
+    partitioner = Partitioner(settings.partitioner)
+
+    def reroute(batch: Sequence[EventT[bytes]]) -> list[EventT[bytes]]:
+        """Forward records that are not on their key's partition; returns the others.
+
+        A user's state lives on the partition their events belong on; a record elsewhere would
+        be applied to an empty state on the wrong worker. They come from producers with another
+        partitioner, or, after a partition increase, from ones that have not refreshed their
+        metadata yet and from the backlog written before it (README: Operating liverank)."""
+        keep, forwards = [], []
+        for event in batch:
+            msg = event.message
+            home = misplaced(msg.key, msg.partition, settings.partitions, partitioner)
+            if home is None:
+                keep.append(event)
+            else:
+                forwards.append(forward_of(event, home))
+        if forwards:
+            outputs.forward(settings.topic_events, forwards)
+            metrics.rerouted.inc(len(forwards))
+            warned["rerouted"] += len(forwards)
+            if time.monotonic() - warned["rerouted_at"] >= _WARN_EVERY_S:
+                log.warning(
+                    "forwarded %d events that were not on their user's partition (PARTITIONER=%s,"
+                    " %d partitions) since the last warning",
+                    warned["rerouted"],
+                    partitioner.value,
+                    settings.partitions,
+                )
+                warned["rerouted_at"], warned["rerouted"] = time.monotonic(), 0
+        return keep
 
     def record(result: BatchResult, started: float) -> None:
         now_ms = time.time_ns() // 1_000_000
@@ -107,8 +153,11 @@ def register(
         # StreamT does not declare take_events(); faust's Stream, which agents get, has it.
         concrete = cast(faust.Stream[bytes], stream)
         batches = concrete.take_events(settings.batch_max_events, settings.batch_wait_ms / 1000.0)
-        async for batch in batches:
+        async for taken in batches:
             started = time.perf_counter()
+            batch = reroute(taken)
+            if not batch:
+                continue
             now_ms = time.time_ns() // 1_000_000
             sources = [source_of(e) for e in batch]
             for source in sources:

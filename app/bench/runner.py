@@ -52,6 +52,7 @@ from app.bench.systems import (
     worker_variant,
 )
 from app.codec import encode_item, parse_time_ms
+from app.kafka_config import keyed_by_user
 from app.localkafka import pick_free_ports
 from app.records import Item
 from app.settings import Settings
@@ -524,7 +525,10 @@ class Bench:
                 ]
             )
             generator = LoadGenerator(
-                {"bootstrap.servers": bootstrap}, settings.topic_events, templates, tag
+                {"bootstrap.servers": bootstrap, **keyed_by_user(settings)},
+                settings.topic_events,
+                templates,
+                tag,
             )
             pids = {"system": process.pid, "bench": os.getpid()}
             if cfg.broker_pid is not None:

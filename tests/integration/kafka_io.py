@@ -23,7 +23,15 @@ class Record:
 class KafkaIO:
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
-        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all"})
+        # Events placed as the default PARTITIONER (murmur2) expects: on their user's partition.
+        self.producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "linger.ms": 0,
+                "acks": "all",
+                "partitioner": "murmur2_random",
+            }
+        )
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None) -> Record:
         """Produce one record and wait for its offset."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]  # ships no py.typed
+from aiokafka import AIOKafkaProducer  # ships no py.typed
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # NewTopic: no explicit re-export
     AdminClient,
