@@ -1,16 +1,18 @@
 """Offline check of the Kubernetes manifests: render every overlay, validate, cross-check the app.
 
 Run by ``scripts/validate-k8s`` and ``tests/unit/test_k8s_manifests.py``. No cluster, no network:
-``kubectl kustomize`` renders; built-in kinds are validated against the JSON schemas bundled in
-the ``kubernetes-validate`` package (strict: unknown fields are errors); custom resources against
-the CRDs kept in ``deploy/schemas/``; then the manifests are checked against the app itself
-(settings, topics, probe paths).
+``kubectl kustomize`` renders (else ``kustomize build``; ``scripts/k8s-tools`` builds one into
+``.tools/bin/`` where neither is installed); built-in kinds are validated against the JSON schemas
+bundled in the ``kubernetes-validate`` package (strict: unknown fields are errors); custom
+resources against the CRDs kept in ``deploy/schemas/``; then the manifests are checked against the
+app itself (settings, topics, probe paths).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +29,8 @@ from app.settings import Settings, SettingsError  # noqa: E402, F401 - path set 
 from app.topics import topic_specs  # noqa: E402
 
 OVERLAYS = ROOT / "deploy" / "k8s" / "overlays"
+# Where scripts/k8s-tools builds kustomize when the machine has neither kubectl nor kustomize.
+TOOLS_BIN = ROOT / ".tools" / "bin"
 SCHEMAS = ROOT / "deploy" / "schemas"
 # The oldest Kubernetes minor the manifests promise to work on (StatefulSet's
 # persistentVolumeClaimRetentionPolicy is GA in 1.32).
@@ -37,10 +41,31 @@ SERVED_PATHS = {"/healthz", "/livez", "/readyz", "/metrics"}
 Obj = dict[str, Any]
 
 
-def render(overlay: Path) -> list[Obj]:
-    """``kubectl kustomize`` (offline) and parse the stream of objects."""
-    out = subprocess.run(  # noqa: S603 - fixed argv, no shell
-        ["kubectl", "kustomize", str(overlay)],  # noqa: S607 - kubectl from PATH on purpose
+class NoRendererError(RuntimeError):
+    """Neither kubectl nor kustomize is at hand to render the overlays."""
+
+
+def renderer() -> list[str]:
+    """The command that renders an overlay (its folder goes last): ``kubectl kustomize`` when
+    kubectl is on PATH, else ``kustomize build`` from ``.tools/bin/`` or PATH."""
+    kubectl = shutil.which("kubectl")
+    if kubectl:
+        return [kubectl, "kustomize"]
+    tools = TOOLS_BIN / "kustomize"
+    kustomize = str(tools) if tools.is_file() else shutil.which("kustomize")
+    if kustomize:
+        return [kustomize, "build"]
+    raise NoRendererError(
+        "neither kubectl nor kustomize to render deploy/k8s: run scripts/k8s-tools "
+        "(builds kustomize into .tools/bin/ with Go)"
+    )
+
+
+def render(overlay: Path, command: list[str] | None = None) -> list[Obj]:
+    """Render an overlay offline (with ``command``, default ``renderer()``) and parse the stream
+    of objects."""
+    out = subprocess.run(  # noqa: S603 - no shell; the renderer's own path
+        [*(command or renderer()), str(overlay)],
         check=True,
         capture_output=True,
         text=True,
