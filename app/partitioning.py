@@ -63,41 +63,43 @@ def misplaced(
 
 @dataclass(frozen=True, slots=True)
 class Copy:
-    """One live value of a key, as the changelog holds it: its partition, offset and value."""
+    """A key's live value on one partition of the changelog (the value itself stays in Kafka:
+    the migration reads it again, one partition at a time, when it moves)."""
 
     partition: int
     offset: int
-    value: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Move:
-    """Write ``value`` under ``key`` to partition ``to`` (skipped when ``value`` is None: the
-    right partition has the value already), then delete the key from each of ``tombstone``."""
+    """Copy the key's value from partition ``source`` to partition ``to`` (no copy when
+    ``source`` is None: ``to`` has the value already), then delete the key from each of
+    ``tombstone``."""
 
     key: bytes
     to: int
-    value: bytes | None
+    source: int | None
     tombstone: tuple[int, ...]
 
 
 def live_copies(
-    records: Iterable[tuple[bytes | None, int, int, bytes | None]],
+    records: Iterable[tuple[bytes | None, int, int, bool]],
 ) -> dict[bytes, dict[int, Copy]]:
-    """Key -> partition -> its live value, from changelog records ``(key, partition, offset,
-    value)`` in any order: per key and partition the highest offset wins, and a tombstone (None
-    value) there means no live value on that partition."""
-    last: dict[tuple[bytes, int], tuple[int, bytes | None]] = {}
-    for key, partition, offset, value in records:
+    """Key -> partition -> its live copy, from changelog records ``(key, partition, offset,
+    is_tombstone)`` in any order: per key and partition the highest offset wins, and a
+    tombstone there means no live value on that partition. Keys only, so that the index of a
+    large changelog fits in memory."""
+    last: dict[tuple[bytes, int], tuple[int, bool]] = {}
+    for key, partition, offset, tombstone in records:
         if key is None:
             continue
         seen = last.get((key, partition))
         if seen is None or offset > seen[0]:
-            last[(key, partition)] = (offset, value)
+            last[(key, partition)] = (offset, tombstone)
     live: dict[bytes, dict[int, Copy]] = {}
-    for (key, partition), (offset, value) in last.items():
-        if value is not None:
-            live.setdefault(key, {})[partition] = Copy(partition, offset, value)
+    for (key, partition), (offset, tombstone) in last.items():
+        if not tombstone:
+            live.setdefault(key, {})[partition] = Copy(partition, offset)
     return live
 
 
@@ -107,9 +109,9 @@ def plan_moves(
     """The moves that leave every key live on exactly its partition under ``partitions``.
 
     A key already live where it belongs keeps that value (a re-run after a partial migration
-    finds the copies it wrote) and loses any stray copies; otherwise the newest copy (highest
-    offset; across partitions only a partial earlier run leaves more than one) moves there.
-    Keys already where they belong, alone, need nothing: running it twice plans nothing twice.
+    finds the copies it wrote) and loses any stray copies; otherwise its newest copy (highest
+    offset; only an interrupted earlier run leaves more than one, and then they are equal)
+    moves there. Keys alone where they belong need nothing: a finished plan plans nothing.
     """
     moves = []
     for key in sorted(live):
@@ -122,5 +124,5 @@ def plan_moves(
             moves.append(Move(key, target, None, strays))
         else:
             newest = max(copies.values(), key=lambda c: (c.offset, c.partition))
-            moves.append(Move(key, target, newest.value, strays))
+            moves.append(Move(key, target, newest.partition, strays))
     return moves

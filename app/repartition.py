@@ -74,7 +74,7 @@ class Report:
 
     @property
     def moved(self) -> int:
-        return sum(1 for m in self.moves if m.value is not None)
+        return sum(1 for m in self.moves if m.source is not None)
 
     @property
     def tombstones(self) -> int:
@@ -128,18 +128,48 @@ def _wait_for_empty_group(admin: AdminClient, group: str, wait_s: float, timeout
 
 
 def read_live(settings: Settings, timeout_s: float) -> dict[bytes, dict[int, Copy]]:
-    """Every user's live state copies in the changelog (empty when it does not exist yet)."""
+    """Every user's live state copies in the changelog, keys and offsets only (empty when the
+    changelog does not exist yet)."""
     topic = changelog_topic(settings)
     try:
-        records = [
-            (m.key(), m.partition() or 0, m.offset() or 0, m.value())
+        return live_copies(
+            (m.key(), m.partition() or 0, m.offset() or 0, m.value() is None)
             for m in read_topic(settings, topic, timeout_s=timeout_s)
-        ]
+        )
     except RuntimeError as exc:
         if "not found" in str(exc):
             return {}
         raise
-    return live_copies(records)
+
+
+def _copy_moves(
+    settings: Settings, writer: _Writer, moves: Sequence[Move], timeout_s: float
+) -> None:
+    """Write each move's value to its new partition, reading the source partitions one at a
+    time: memory holds one partition's moving values, not the changelog."""
+    topic = changelog_topic(settings)
+    by_source: dict[int, dict[bytes, Move]] = {}
+    for move in moves:
+        if move.source is not None:
+            by_source.setdefault(move.source, {})[move.key] = move
+    for source, wanted in sorted(by_source.items()):
+        latest: dict[bytes, tuple[int, bytes | None]] = {}
+        for m in read_topic(settings, topic, timeout_s=timeout_s, partitions=[source]):
+            key = m.key()
+            if key in wanted:
+                offset = m.offset() or 0
+                if key not in latest or offset > latest[key][0]:
+                    latest[key] = (offset, m.value())
+        for key, move in wanted.items():
+            value = latest.get(key, (0, None))[1]
+            if value is None:
+                raise MigrationRefused(
+                    f"the state of {key!r} left partition {source} while migrating: is a worker "
+                    "running? Stop it and run the migration again"
+                )
+            writer.put(topic, key, value, move.to)
+        writer.confirm(timeout_s)
+        log.info("partition %d: %d states copied", source, len(wanted))
 
 
 class _Writer:
@@ -251,12 +281,9 @@ def migrate(
     report.expanded = _grow(admin, counts, to, timeout_s)
     changelog = changelog_topic(settings)
     writer = _Writer(settings)
-    # Copies first, confirmed; only then the tombstones: a crash in between leaves two copies,
-    # and the next run keeps the one on the right partition.
-    for move in report.moves:
-        if move.value is not None:
-            writer.put(changelog, move.key, move.value, move.to)
-    writer.confirm(timeout_s)
+    # Copies first, confirmed; only then the tombstones: a crash in between leaves two equal
+    # copies, and the next run keeps the one on the right partition.
+    _copy_moves(settings, writer, report.moves, timeout_s)
     for move in report.moves:
         for stale in move.tombstone:
             writer.put(changelog, move.key, None, stale)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
@@ -13,11 +13,15 @@ from app.settings import Settings
 
 
 def read_topic(
-    settings: Settings, topic: str, since_ms: int | None = None, timeout_s: float = 60.0
+    settings: Settings,
+    topic: str,
+    since_ms: int | None = None,
+    timeout_s: float = 60.0,
+    partitions: Collection[int] | None = None,
 ) -> Iterator[Message]:
-    """Every record of ``topic`` present now (written at or after ``since_ms``, record time,
-    when given), with no consumer group offsets; raises RuntimeError when the topic is missing
-    or cannot be read to its end within ``timeout_s``."""
+    """Every record of ``topic`` (of ``partitions`` of it, when given) present now (written at
+    or after ``since_ms``, record time, when given), with no consumer group offsets; raises
+    RuntimeError when the topic is missing or cannot be read to its end within ``timeout_s``."""
     consumer = Consumer(
         client_config(
             settings,
@@ -33,16 +37,17 @@ def read_topic(
         info = meta.topics.get(topic)
         if info is None or info.error is not None:
             raise RuntimeError(f"topic {topic!r} not found")
+        chosen = [p for p in info.partitions if partitions is None or p in partitions]
         marks = {
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-            for p in info.partitions
+            for p in chosen
         }
         ends = {p: high for p, (_low, high) in marks.items()}
         # From the log's start, which retention or compaction may have moved past 0.
         starts = [TopicPartition(topic, p, low) for p, (low, _high) in marks.items()]
         if since_ms is not None:
             starts = consumer.offsets_for_times(
-                [TopicPartition(topic, p, since_ms) for p in info.partitions], timeout=timeout_s
+                [TopicPartition(topic, p, since_ms) for p in chosen], timeout=timeout_s
             )
         # offsets_for_times gives -1 where nothing is that recent.
         todo = {tp.partition for tp in starts if 0 <= tp.offset < ends[tp.partition]}

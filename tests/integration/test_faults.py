@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Producer
 
 from app.codec import encode_event, encode_item, format_time_ms
-from app.kafka_config import client_config, keyed_by_user
+from app.kafka_config import keyed_by_user
 from app.localkafka import pick_free_ports
 from app.records import NEXT_ITEM_TRIGGERS, Event, EventType
 from app.settings import Settings
@@ -78,7 +78,14 @@ def produce(
     rng = random.Random(len(records))
     for record in hostile:
         records.insert(rng.randrange(len(records) + 1), record)
-    producer = Producer(client_config(settings, {"linger.ms": 20, **keyed_by_user(settings)}))
+    # The test's own plain connection (settings may describe a secured listener).
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "linger.ms": 20,
+            **keyed_by_user(settings),
+        }
+    )
     for key, value in records:
         producer.produce(settings.topic_events, key=key, value=value)
         producer.poll(0)

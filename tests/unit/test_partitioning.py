@@ -71,16 +71,16 @@ def test_misplaced_names_the_home_partition_or_none() -> None:
 
 def test_live_copies_take_the_last_record_per_key_and_partition() -> None:
     records = [
-        (b"a", 0, 5, b"a-old"),
-        (b"a", 0, 9, b"a-new"),
-        (b"b", 1, 3, b"b-1"),
-        (b"b", 1, 4, None),  # forgotten on partition 1
-        (b"b", 2, 7, b"b-2"),
-        (None, 0, 10, b"keyless"),
-        (b"a", 0, 7, b"a-mid"),  # out of order: the highest offset wins
+        (b"a", 0, 5, False),
+        (b"a", 0, 9, False),
+        (b"b", 1, 3, False),
+        (b"b", 1, 4, True),  # forgotten on partition 1
+        (b"b", 2, 7, False),
+        (None, 0, 10, False),  # keyless: not a state
+        (b"a", 0, 7, True),  # out of order: the highest offset wins, not the last seen
+        (b"c", 3, 2, True),
     ]
-    live = live_copies(records)
-    assert live == {b"a": {0: Copy(0, 9, b"a-new")}, b"b": {2: Copy(2, 7, b"b-2")}}
+    assert live_copies(records) == {b"a": {0: Copy(0, 9)}, b"b": {2: Copy(2, 7)}}
 
 
 def _key_moving(frm: int, n: int, to_n: int) -> bytes:
@@ -98,38 +98,39 @@ def test_plan_moves_each_user_once_and_converges() -> None:
         if partition_for(f"s{i}".encode(), 4, M) == partition_for(f"s{i}".encode(), 8, M)
     )
     move = _key_moving(1, 4, 8)
-    live = {
-        stay: {partition_for(stay, 4, M): Copy(partition_for(stay, 4, M), 3, b"stay")},
-        move: {1: Copy(1, 8, b"state")},
-    }
+    home = partition_for(stay, 4, M)
+    live = {stay: {home: Copy(home, 3)}, move: {1: Copy(1, 8)}}
     plan = plan_moves(live, 8, M)
     target = partition_for(move, 8, M)
-    assert plan == [Move(move, target, b"state", (1,))]
+    assert plan == [Move(move, target, 1, (1,))]
     # After the copy and before the tombstone (a crash): the copy on the target stays, the
-    # stray goes, nothing is written twice.
-    half_done = {**live, move: {1: Copy(1, 8, b"state"), target: Copy(target, 0, b"state")}}
+    # stray goes, nothing is copied twice.
+    half_done = {**live, move: {1: Copy(1, 8), target: Copy(target, 0)}}
     assert plan_moves(half_done, 8, M) == [Move(move, target, None, (1,))]
     # Done: nothing left.
-    assert plan_moves({**live, move: {target: Copy(target, 0, b"state")}}, 8, M) == []
+    assert plan_moves({**live, move: {target: Copy(target, 0)}}, 8, M) == []
 
 
 @given(st.sets(st.text(min_size=1, max_size=12), min_size=1, max_size=60))
 def test_applying_a_plan_leaves_every_key_alone_on_its_partition(users: set[str]) -> None:
-    live: dict[bytes, dict[int, Copy]] = {}
+    # Partition -> key -> value, as the changelog holds it.
+    log: dict[int, dict[bytes, bytes]] = {}
     for u in users:
         key = u.encode()
-        p = partition_for(key, 4, M)
-        live[key] = {p: Copy(p, 0, key)}
+        log.setdefault(partition_for(key, 4, M), {})[key] = b"state of " + key
+    live = {k: {p: Copy(p, 0)} for p, keys in log.items() for k in keys}
     for move in plan_moves(live, 8, M):
-        copies = live[move.key]
-        if move.value is not None:
-            copies[move.to] = Copy(move.to, 1, move.value)
+        if move.source is not None:
+            log.setdefault(move.to, {})[move.key] = log[move.source][move.key]
         for stale in move.tombstone:
-            del copies[stale]
-    for key, copies in live.items():
-        assert list(copies) == [partition_for(key, 8, M)]
-        assert copies[partition_for(key, 8, M)].value == key  # the value itself moved
-    assert plan_moves(live, 8, M) == []
+            del log[stale][move.key]
+    placed = [(k, p) for p, keys in log.items() for k in keys]
+    assert sorted(k for k, _ in placed) == sorted(u.encode() for u in users)  # each once
+    where = dict(placed)
+    for key, p in where.items():
+        assert p == partition_for(key, 8, M)
+        assert log[p][key] == b"state of " + key  # the value itself moved
+    assert plan_moves({k: {p: Copy(p, 1)} for k, p in where.items()}, 8, M) == []
 
 
 def test_partitioner_setting_is_checked() -> None:
