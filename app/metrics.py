@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -46,6 +46,62 @@ _SCORING_BUCKETS = (
     0.5,
     1.0,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionOffsets:
+    """What a consumer knows of one partition it is assigned.
+
+    ``highwater`` and ``committed`` are next-record offsets, as Kafka counts them: the offset the
+    next record written will get, and the next record the group will process. ``read`` is the
+    offset of the last record handed to the stream (faust's read offset). None: not known yet.
+    """
+
+    highwater: int | None
+    committed: int | None
+    read: int | None
+
+
+def partition_lag(offsets: PartitionOffsets) -> int | None:
+    """Records between the partition's end and the group's committed position, as Kafka tools and
+    KEDA count lag; None when it cannot be known.
+
+    Before the first commit on a partition the read position stands in for the committed one (a
+    fresh group starts from the earliest record, whose offset is not known here), and a
+    partition with nothing written has no lag.
+
+    >>> partition_lag(PartitionOffsets(highwater=120, committed=100, read=115))
+    20
+    >>> partition_lag(PartitionOffsets(highwater=120, committed=None, read=115))
+    4
+    >>> partition_lag(PartitionOffsets(highwater=120, committed=None, read=None)) is None
+    True
+    """
+    if offsets.highwater is None or offsets.highwater < 0:
+        return None  # no fetch response yet
+    if offsets.committed is not None and offsets.committed >= 0:
+        position = offsets.committed
+    elif offsets.read is not None and offsets.read >= 0:
+        position = offsets.read + 1
+    elif offsets.highwater == 0:
+        position = 0
+    else:
+        return None
+    # A committed offset past the end (the log truncated under it) is no negative backlog.
+    return max(0, offsets.highwater - position)
+
+
+def consumer_lag(
+    partitions: Mapping[tuple[str, int], PartitionOffsets],
+) -> dict[tuple[str, int], int]:
+    """``partition_lag`` of each (topic, partition) whose lag is known.
+
+    >>> unknown = PartitionOffsets(highwater=None, committed=0, read=None)
+    >>> consumer_lag({("ev", 0): PartitionOffsets(9, 4, 8), ("ev", 1): unknown})
+    {('ev', 0): 5}
+    """
+    lags = {tp: partition_lag(offsets) for tp, offsets in partitions.items()}
+    return {tp: lag for tp, lag in lags.items() if lag is not None}
 
 
 @dataclass
@@ -185,6 +241,24 @@ class Metrics:
             "liverank_catalog_updates", "Catalog records applied, by kind.", ["kind"], registry=r
         )
         self.ready = Gauge("liverank_ready", "1 when the worker is ready for traffic.", registry=r)
+        self.consumer_lag = Gauge(
+            "liverank_consumer_lag_records",
+            "Records in each events-topic partition assigned to this worker that its consumer "
+            "group has not committed yet: high watermark minus committed offset (before the "
+            "first commit, minus the read position). Updated every second.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self._lag_partitions: set[tuple[str, int]] = set()
+
+    def set_consumer_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
+        """One sample per partition in ``lags``; the samples of any other partition (revoked,
+        or its lag not known now) are removed rather than left at their last value."""
+        for topic, partition in self._lag_partitions - lags.keys():
+            self.consumer_lag.remove(topic, str(partition))
+        for (topic, partition), lag in lags.items():
+            self.consumer_lag.labels(topic, str(partition)).set(lag)
+        self._lag_partitions = set(lags)
 
     def attributed(self, positives: Iterable[Positive], closed: Iterable[Impression]) -> None:
         """Count what attribution emitted and feed the live quality windows."""

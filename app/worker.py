@@ -8,6 +8,7 @@ from typing import Any
 
 import faust
 from confluent_kafka import Producer
+from faust.exceptions import ConsumerNotStarted
 
 from app.agents import events as events_agent
 from app.agents import sweeper
@@ -22,7 +23,7 @@ from app.kafka_config import (
     client_config,
 )
 from app.main import build_faust_app
-from app.metrics import Metrics
+from app.metrics import Metrics, PartitionOffsets, consumer_lag
 from app.model_follower import ModelFollower
 from app.outputs import FlushBeforeCommit, OutputProducer
 from app.processor import (
@@ -46,6 +47,28 @@ log = logging.getLogger(__name__)
 
 # A partition without events for this long lets the wall clock close its attribution windows.
 WATERMARK_IDLE_MS = 5_000
+
+
+def partition_offsets(consumer: Any, topic: str) -> dict[tuple[str, int], PartitionOffsets]:
+    """What faust's consumer knows of each partition of ``topic`` assigned to it (none before
+    the consumer has started). Reads only what the consumer already holds: no broker request."""
+    try:
+        assigned = [tp for tp in consumer.assignment() if tp.topic == topic]
+    except ConsumerNotStarted:
+        return {}
+    # faust keeps each partition's committed and read offsets (set from the group's committed
+    # offsets on assignment, updated on every commit and read, dropped on revocation) but has no
+    # public accessor for them; its Monitor's copies are not reset when a partition moves away
+    # and back, so they would report a stale position.
+    committed = consumer._committed_offset
+    read = consumer._read_offset
+    return {
+        # highwater: the log end offset of the latest fetch response (None before the first).
+        (tp.topic, tp.partition): PartitionOffsets(
+            consumer.highwater(tp), committed.get(tp), read.get(tp)
+        )
+        for tp in assigned
+    }
 
 
 def build_worker(settings: Settings, runtime: Runtime) -> faust.App:
@@ -88,10 +111,27 @@ def build_worker(settings: Settings, runtime: Runtime) -> faust.App:
     # mode's signal stubs want a positional-only sender; the call is as documented.
     app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
 
+    lag_failed = False
+
+    def update_consumer_lag() -> None:
+        nonlocal lag_failed
+        try:
+            offsets = partition_offsets(app.consumer, settings.topic_events)
+        except Exception:
+            # A metric must never stop the heartbeat (liveness). A partition revoked between
+            # assignment() and highwater() fails aiokafka's assertion; that heals on the next
+            # beat, so the gauge just drops its samples; a lasting failure is logged once.
+            if not lag_failed:
+                log.warning("consumer lag not available", exc_info=True)
+            lag_failed = True
+            offsets = {}
+        runtime.metrics.set_consumer_lag(consumer_lag(offsets))
+
     async def heartbeat() -> None:
         # Proves the event loop turns (liveness) and tracks rebalances (readiness).
         health.beat()
         update_recovered()
+        update_consumer_lag()
 
     app.timer(interval=1.0)(heartbeat)
     return app
