@@ -63,6 +63,7 @@ LOG_LEVELS = {
     "error": "error",
     "critical": "crit",
 }
+LOG_FORMATS = ("json", "text")
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +225,11 @@ class Settings:
         120.0, "How long start-up may take to read the catalog, seconds."
     )
     log_level: str = _field("info", "Worker log level: debug, info, warning, error or critical.")
+    log_format: str = _field(
+        "json",
+        "Worker log lines: json (one object per line, for a log pipeline) or text (for people; "
+        "scripts/demo sets it).",
+    )
 
     def __post_init__(self) -> None:
         if self.processing_guarantee != "at_least_once":
@@ -270,6 +276,10 @@ class Settings:
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(
                 f"log_level must be one of {sorted(LOG_LEVELS)}, not {self.log_level!r}"
+            )
+        if self.log_format.lower() not in LOG_FORMATS:
+            raise SettingsError(
+                f"log_format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}"
             )
         if self.model_device not in ("auto", "cuda", "cpu"):
             raise SettingsError(

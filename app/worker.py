@@ -9,6 +9,7 @@ from typing import Any
 import faust
 from confluent_kafka import Producer
 
+from app import logs
 from app.agents import events as events_agent
 from app.agents import sweeper
 from app.catalog import Catalog, index_options
@@ -98,10 +99,7 @@ def build_worker(settings: Settings, runtime: Runtime) -> faust.App:
 
 def run_worker(settings: Settings, loglevel: str | None = None) -> None:
     """Load and check the model, preload the catalog, then run Faust until stopped."""
-    logging.basicConfig(
-        level=(loglevel or settings.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings, loglevel)
     metrics = Metrics(quality_k=settings.quality_k)
     health = Health()
     server = serve(health, metrics, settings.http_host, settings.http_port)
@@ -194,10 +192,14 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
         watermarks=Watermarks(idle_ms=WATERMARK_IDLE_MS),
     )
     app = build_worker(settings, runtime)
+    # Faust's worker replaces the root logger's handlers when it starts: hand it ours.
+    app.conf.logging_config = logs.logging_config(settings, loglevel)
     # Faust's CLI parses argv; run its `worker` command with our log level. Its --with-web
-    # default would override web_enabled=False and serve /table on port 6066.
+    # default would override web_enabled=False and serve /table on port 6066. With JSON logs,
+    # --quiet: its banner and "OK" are printed as text, not logged.
     level = LOG_LEVELS.get((loglevel or settings.log_level).lower(), "info")
-    sys.argv = [sys.argv[0], "worker", "--without-web", "--loglevel", level]
+    quiet = ["--quiet"] if settings.log_format.lower() == "json" else []
+    sys.argv = [sys.argv[0], *quiet, "worker", "--without-web", "--loglevel", level]
     try:
         app.main()
     finally:
