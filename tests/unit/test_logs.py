@@ -11,13 +11,23 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import orjson
 import pytest
 
 from app import logs
+from app.catalog import Catalog
+from app.codec import encode_event
 from app.logs import JsonFormatter, LogBudget
-from app.records import DeadLetterError
+from app.processor import Processor
+from app.records import DeadLetterError, Event, Source
+from app.scoring.gate import ModelSlot
+from app.scoring.package import LoadedModel
 from app.settings import Settings, SettingsError
+from tests.conftest import T0
+
+NO_STATE: dict[bytes, bytes] = {}
 
 RFC3339_MS_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -198,3 +208,115 @@ def test_log_budget_is_per_key_and_counts_what_it_held_back() -> None:
     assert budget.take("oversize") is None
     now[0] = 10.0
     assert [budget.take("oversize") for _ in range(3)] == [4, 0, None]
+
+
+# What the processor logs: ids on dead letters, state resets, recommendations; never payloads.
+
+
+@pytest.fixture
+def processor(music_catalog: Catalog, model: LoadedModel, settings: Settings) -> Processor:
+    return Processor(music_catalog, model.ranker, model.spec, settings, clock=lambda: T0 + 500)
+
+
+def _records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "app.processor" and r.levelno == level]
+
+
+def test_a_dead_letter_is_logged_with_its_ids_and_not_its_payload(
+    processor: Processor, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "4111-1111-1111-1111" * 10
+    bad = orjson.dumps({"event_id": "e-bad", "type": "teleport", "card": secret})
+    records = [(b"not json", Source("events", 3, 17, b"u1")), (bad, Source("events", 3, 18, b"u1"))]
+    with caplog.at_level(logging.INFO, logger="app.processor"):
+        result = processor.handle_batch(records, NO_STATE.get)
+    assert [o.status for o in result.outcomes] == ["dead_letter", "dead_letter"]
+    first, second = _records(caplog, logging.WARNING)
+    line = json.loads(JsonFormatter().format(first))
+    assert line["level"] == "WARNING" and line["logger"] == "app.processor"
+    assert (line["topic"], line["partition"], line["offset"]) == ("events", 3, 17)
+    assert line["error"] == "malformed_json" and "event_id" not in line
+    assert line["msg"].startswith("dead letter (malformed_json) from events[3]@17: ")
+    line = json.loads(JsonFormatter().format(second))
+    assert (line["error"], line["event_id"], line["offset"]) == ("unknown_type", "e-bad", 18)
+    assert secret not in JsonFormatter().format(second)
+
+
+def test_a_decoded_event_that_is_dead_lettered_has_its_event_and_user_ids(
+    processor: Processor, caplog: pytest.LogCaptureFixture, event_factory: Callable[..., Event]
+) -> None:
+    event = event_factory("click", user_id="u2", item_id="jazz-0")
+    with caplog.at_level(logging.INFO, logger="app.processor"):
+        processor.handle(encode_event(event), Source("events", 0, 5, b"u1"), NO_STATE.get)
+    (record,) = _records(caplog, logging.WARNING)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["error"] == "key_mismatch"
+    assert (line["event_id"], line["user_id"], line["offset"]) == (event.event_id, "u2", 5)
+
+
+def test_dead_letter_lines_are_rate_limited_per_error_kind(
+    processor: Processor, caplog: pytest.LogCaptureFixture
+) -> None:
+    flood = [(b"{", Source("events", 0, i, b"u1")) for i in range(3 * logs.DEAD_LETTER_LOG_LINES)]
+    other = [(b"[]", Source("events", 0, len(flood), b"u1"))]
+    with caplog.at_level(logging.INFO, logger="app.processor"):
+        result = processor.handle_batch(flood + other, NO_STATE.get)
+    assert all(o.status == "dead_letter" for o in result.outcomes)  # every one is dead-lettered
+    errors = [getattr(r, "error", None) for r in _records(caplog, logging.WARNING)]
+    assert errors == ["malformed_json"] * logs.DEAD_LETTER_LOG_LINES + ["not_an_object"]
+
+
+def test_a_recommendation_is_logged_at_debug_with_its_request_id(
+    processor: Processor, caplog: pytest.LogCaptureFixture, event_factory: Callable[..., Event]
+) -> None:
+    event = event_factory("click", item_id="jazz-0")
+    with caplog.at_level(logging.DEBUG, logger="app.processor"):
+        outcome = processor.handle(encode_event(event), Source("events", 1, 9, b"u1"), NO_STATE.get)
+    assert outcome.recommendation is not None
+    (record,) = _records(caplog, logging.DEBUG)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["event_id"] == line["request_id"] == event.event_id
+    assert (line["user_id"], line["partition"], line["offset"]) == ("u1", 1, 9)
+    assert line["model_version"] == outcome.recommendation.model_version
+    assert line["kind"] == "next_items" and line["degraded"] is False
+
+
+def test_no_recommendation_lines_above_debug(
+    processor: Processor, caplog: pytest.LogCaptureFixture, event_factory: Callable[..., Event]
+) -> None:
+    event = event_factory("click", item_id="jazz-0")
+    with caplog.at_level(logging.INFO, logger="app.processor"):
+        processor.handle(encode_event(event), Source("events", 1, 9, b"u1"), NO_STATE.get)
+    assert not [r for r in caplog.records if r.name == "app.processor"]
+
+
+def test_a_state_reset_is_logged_with_the_user_and_the_record(
+    processor: Processor, caplog: pytest.LogCaptureFixture, event_factory: Callable[..., Event]
+) -> None:
+    event = event_factory("view", item_id="jazz-0")
+    with caplog.at_level(logging.INFO, logger="app.processor"):
+        outcome = processor.handle(
+            encode_event(event), Source("events", 2, 40, b"u1"), {b"u1": b'{"v": 0}'}.get
+        )
+    assert outcome.state_reset
+    (record,) = _records(caplog, logging.WARNING)
+    line = json.loads(JsonFormatter().format(record))
+    assert (line["user_id"], line["event_id"], line["partition"], line["offset"]) == (
+        "u1",
+        event.event_id,
+        2,
+        40,
+    )
+    assert line["error"]
+
+
+def test_a_rejected_model_is_logged_with_its_versions(
+    model: LoadedModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="app.scoring"):
+        result = ModelSlot(model).offer(tmp_path / "missing")
+    assert not result.accepted
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    line = json.loads(JsonFormatter().format(record))
+    assert line["serving_version"] == model.spec.version and line["model_version"] is None
+    assert line["model_path"] == str(tmp_path / "missing") and line["error"] == result.reason
