@@ -194,12 +194,15 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
     app = build_worker(settings, runtime)
     # Faust's worker replaces the root logger's handlers when it starts: hand it ours.
     app.conf.logging_config = logs.logging_config(settings, loglevel)
-    # Faust's CLI parses argv; run its `worker` command with our log level. Its --with-web
-    # default would override web_enabled=False and serve /table on port 6066. With JSON logs,
-    # --quiet: its banner and "OK" are printed as text, not logged.
-    level = LOG_LEVELS.get((loglevel or settings.log_level).lower(), "info")
+    # Faust's CLI parses argv; run its `worker` command. Its --with-web default would override
+    # web_enabled=False and serve /table on port 6066. With JSON logs, --quiet: its banner and
+    # "OK" are printed as text, not logged. Its --loglevel now only picks its terminal spinner
+    # (the levels are in logging_config), which from warn up sets the root logger to DEBUG and
+    # writes escape codes to stdout even when that is no terminal: keep it below warn.
+    debug = (loglevel or settings.log_level).lower() == "debug"
+    spinner_off = LOG_LEVELS["debug" if debug else "info"]
     quiet = ["--quiet"] if settings.log_format.lower() == "json" else []
-    sys.argv = [sys.argv[0], *quiet, "worker", "--without-web", "--loglevel", level]
+    sys.argv = [sys.argv[0], *quiet, "worker", "--without-web", "--loglevel", spinner_off]
     try:
         app.main()
     finally:
