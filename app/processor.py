@@ -31,6 +31,13 @@ from app.codec import (
     encode_positive,
     encode_recommendation,
 )
+from app.logs import (
+    DEAD_LETTER_LOG_LINES,
+    DEAD_LETTER_LOG_WINDOW_S,
+    LogBudget,
+    claimed_event_id,
+    truncated,
+)
 from app.ranking import Ranker, RankingParams
 from app.records import (
     NEXT_ITEM_TRIGGERS,
@@ -67,6 +74,20 @@ DEAD_LETTERS = "dead_letters"
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def log_ids(source: Source, event: Event | None = None) -> dict[str, Any]:
+    """A record's ids for a log line's ``extra``: where it was read and, once decoded, whose
+    event it is (never the payload)."""
+    ids: dict[str, Any] = {
+        "topic": source.topic,
+        "partition": source.partition,
+        "offset": source.offset,
+    }
+    if event is not None:
+        ids["event_id"] = event.event_id
+        ids["user_id"] = event.user_id
+    return ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +223,7 @@ class Processor:
         # Rankers by model version; the catalog index names the encoder its vectors came from,
         # and a batch ranks with that model (hot reload switches when the index does).
         self._rankers: dict[str, Ranker] = {spec.version: self.ranker}
+        self._dead_letter_logs = LogBudget(DEAD_LETTER_LOG_LINES, DEAD_LETTER_LOG_WINDOW_S)
 
     def add_model(self, spec: ModelSpec, scorer: Scorer) -> None:
         """Make another model ready to rank; it is used from the first batch whose catalog
@@ -215,7 +237,10 @@ class Processor:
         if ranker is None or ranker is self.ranker:
             return self.ranker  # (an untagged index: hashed vectors, in tests)
         log.info(
-            "ranking with model %s from now on (was %s)", ranker.spec.version, self.spec.version
+            "ranking with model %s from now on (was %s)",
+            ranker.spec.version,
+            self.spec.version,
+            extra={"model_version": ranker.spec.version},
         )
         rankers = dict(self._rankers)
         rankers.pop(self.spec.version, None)
@@ -226,6 +251,7 @@ class Processor:
     def decode(self, value: bytes | None, source: Source) -> Event | Outcome:
         """The event, or a dead-letter outcome saying why the record is unusable."""
         raw = value if value is not None else b""
+        event: Event | None = None  # for the log line, when only a later check fails
         try:
             if value is None:
                 raise DecodeError(DeadLetterError.MALFORMED_JSON, "record has no value (tombstone)")
@@ -238,10 +264,12 @@ class Processor:
                 )
             self._check_time(event, source)
         except DecodeError as exc:
-            return self.dead_letter(exc.error, exc.reason, source, raw)
+            return self.dead_letter(exc.error, exc.reason, source, raw, event)
         except Exception as exc:
             # A decoder bug must cost one record, not the worker.
-            log.exception("decoding a record at offset %d failed", source.offset)
+            log.exception(
+                "decoding a record at offset %d failed", source.offset, extra=log_ids(source)
+            )
             return self.dead_letter(
                 DeadLetterError.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}", source, raw
             )
@@ -270,8 +298,14 @@ class Processor:
             )
 
     def dead_letter(
-        self, error: DeadLetterError, reason: str, source: Source, raw: bytes
+        self,
+        error: DeadLetterError,
+        reason: str,
+        source: Source,
+        raw: bytes,
+        event: Event | None = None,
     ) -> Outcome:
+        self._log_dead_letter(error, reason, source, raw, event)
         value = encode_dead_letter(
             error,
             reason,
@@ -284,6 +318,39 @@ class Processor:
             status="dead_letter",
             outputs=[Output(DEAD_LETTERS, dead_letter_key(source.key), value)],
             error=error,
+        )
+
+    def _log_dead_letter(
+        self,
+        error: DeadLetterError,
+        reason: str,
+        source: Source,
+        raw: bytes,
+        event: Event | None,
+    ) -> None:
+        """One warning per dead letter, up to a budget per error kind (the metrics count them
+        all): where the record was, its event id (or the one an undecodable payload claims),
+        and the reason cut short (it can quote the payload)."""
+        held = self._dead_letter_logs.take(error.value)
+        if held is None:
+            return
+        extra = log_ids(source, event)
+        if event is None:
+            event_id = claimed_event_id(raw, self.settings.max_event_bytes)
+            if event_id is not None:
+                extra["event_id"] = event_id
+        extra.update(error=error.value, reason=truncated(reason))
+        if held:
+            extra["held_back"] = held
+        log.warning(
+            "dead letter (%s) from %s[%d]@%d: %s%s",
+            error.value,
+            source.topic,
+            source.partition,
+            source.offset,
+            extra["reason"],
+            f" ({held} more {error.value} dead letters not logged)" if held else "",
+            extra=extra,
         )
 
     def handle(
@@ -314,13 +381,16 @@ class Processor:
             try:
                 steps.append(self._apply(position, decoded, source, value or b"", users, lookup))
             except Exception as exc:
-                log.exception("applying event %s failed", decoded.event_id)
+                log.exception(
+                    "applying event %s failed", decoded.event_id, extra=log_ids(source, decoded)
+                )
                 steps.append(
                     self.dead_letter(
                         DeadLetterError.PROCESSING_ERROR,
                         f"{type(exc).__name__}: {exc}",
                         source,
                         value or b"",
+                        decoded,
                     )
                 )
         result = self._rank(index, [s for s in steps if isinstance(s, _Step) and s.trigger])
@@ -337,7 +407,7 @@ class Processor:
     ) -> _Step:
         user = users.get(event.user_id)
         if user is None:
-            user = users[event.user_id] = self._load(event.user_id, lookup)
+            user = users[event.user_id] = self._load(event.user_id, lookup, source, event)
         user.last_position = position
         if event.type is EventType.FORGET_USER:
             # Idempotent: a replayed forget_user deletes again. The dedupe window goes with the
@@ -361,15 +431,32 @@ class Processor:
                 rules += (RULE_OUT_OF_ORDER,)
         return _Step(position, event, source, raw, state, duplicate, trigger, rules)
 
-    def _load(self, user_id: str, lookup: Callable[[bytes], bytes | None]) -> _User:
+    def _load(
+        self,
+        user_id: str,
+        lookup: Callable[[bytes], bytes | None],
+        source: Source | None = None,
+        event: Event | None = None,
+    ) -> _User:
+        """``source`` and ``event``: the record that reads the state, for a reset's log line."""
         raw = lookup(user_id.encode("utf-8"))
         if raw is None:
             return _User(None, None, reset=False)
         try:
             state = decode_state(raw)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError) as exc:
             # A state we cannot read would block this user forever; start them afresh.
-            log.warning("unreadable state for user %s; starting afresh", user_id)
+            error = truncated(f"{type(exc).__name__}: {exc}")
+            log.warning(
+                "unreadable state for user %s; starting afresh (%s)",
+                user_id,
+                error,
+                extra={
+                    **(log_ids(source, event) if source is not None else {}),
+                    "user_id": user_id,
+                    "error": error,
+                },
+            )
             return _User(None, None, reset=True)
         return _User(
             state,
@@ -443,8 +530,13 @@ class Processor:
             recs = ranker(index, [(_applied(s), s.event) for s in steps])
         except Exception as exc:
             if len(steps) == 1:
-                log.exception("ranking event %s failed", steps[0].event.event_id)
-                steps[0].error = f"{type(exc).__name__}: {exc}"
+                step = steps[0]
+                log.exception(
+                    "ranking event %s failed",
+                    step.event.event_id,
+                    extra={**log_ids(step.source, step.event), "model_version": self.spec.version},
+                )
+                step.error = f"{type(exc).__name__}: {exc}"
                 return
             # One bad request must not sink the batch: rank one at a time to find it.
             log.warning("ranking a batch of %d failed; ranking one at a time", len(steps))
@@ -459,6 +551,7 @@ class Processor:
         now = self.clock()
         reported_reset: set[str] = set()
         outcomes: list[Outcome] = []
+        debug = log.isEnabledFor(logging.DEBUG)  # once per batch, not per recommendation
         for step in steps:
             if isinstance(step, Outcome):
                 outcomes.append(step)
@@ -481,8 +574,11 @@ class Processor:
                     f"ranking failed: {step.error}",
                     step.source,
                     step.raw,
+                    event,
                 ).outputs
             if rec is not None:
+                if debug:
+                    self._log_recommendation(step, rec)
                 outputs.append(
                     Output(RECOMMENDATIONS, key, encode_recommendation(rec, emit_time_ms=now))
                 )
@@ -537,6 +633,28 @@ class Processor:
                 )
             )
         return outcomes
+
+    def _log_recommendation(self, step: _Step, rec: Recommendation) -> None:
+        """Debug: which request (the recommendation's event_id) answered which event."""
+        extra = log_ids(step.source, step.event)
+        extra.update(
+            request_id=rec.event_id,
+            model_version=rec.model_version,
+            kind=rec.kind,
+            degraded=rec.degraded,
+        )
+        if rec.coalesced_into is not None:
+            extra["coalesced_into"] = rec.coalesced_into
+        log.debug(
+            "recommendation for event %s: %d items (%s, model %s%s%s)",
+            rec.event_id,
+            len(rec.items),
+            rec.kind,
+            rec.model_version,
+            ", degraded" if rec.degraded else "",
+            f", coalesced into {rec.coalesced_into}" if rec.coalesced_into else "",
+            extra=extra,
+        )
 
     def _attribute(
         self, step: _Step, user: _User, key: bytes, now: int, outputs: list[Output]

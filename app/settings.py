@@ -63,6 +63,7 @@ LOG_LEVELS = {
     "error": "error",
     "critical": "crit",
 }
+LOG_FORMATS = ("json", "text")
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +231,11 @@ class Settings:
         120.0, "How long start-up may take to read the catalog, seconds."
     )
     log_level: str = _field("info", "Worker log level: debug, info, warning, error or critical.")
+    log_format: str = _field(
+        "json",
+        "Worker log lines: json (one object per line, for a log pipeline) or text (for people; "
+        "scripts/demo sets it).",
+    )
 
     def __post_init__(self) -> None:
         if self.processing_guarantee != "at_least_once":
@@ -279,6 +285,10 @@ class Settings:
             )
         if self.partitioner not in ("murmur2", "crc32"):
             raise SettingsError(f"partitioner must be murmur2 or crc32, not {self.partitioner!r}")
+        if self.log_format.lower() not in LOG_FORMATS:
+            raise SettingsError(
+                f"log_format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}"
+            )
         if self.model_device not in ("auto", "cuda", "cpu"):
             raise SettingsError(
                 f"model_device must be auto, cuda or cpu, not {self.model_device!r}"

@@ -10,6 +10,7 @@ import faust
 from confluent_kafka import Producer
 from faust.exceptions import ConsumerNotStarted
 
+from app import logs
 from app.agents import events as events_agent
 from app.agents import sweeper
 from app.catalog import Catalog, index_options
@@ -139,10 +140,7 @@ def build_worker(settings: Settings, runtime: Runtime) -> faust.App:
 
 def run_worker(settings: Settings, loglevel: str | None = None) -> None:
     """Load and check the model, preload the catalog, then run Faust until stopped."""
-    logging.basicConfig(
-        level=(loglevel or settings.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings, loglevel)
     metrics = Metrics(quality_k=settings.quality_k)
     health = Health()
     server = serve(health, metrics, settings.http_host, settings.http_port)
@@ -240,10 +238,17 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
         watermarks=Watermarks(idle_ms=WATERMARK_IDLE_MS),
     )
     app = build_worker(settings, runtime)
-    # Faust's CLI parses argv; run its `worker` command with our log level. Its --with-web
-    # default would override web_enabled=False and serve /table on port 6066.
-    level = LOG_LEVELS.get((loglevel or settings.log_level).lower(), "info")
-    sys.argv = [sys.argv[0], "worker", "--without-web", "--loglevel", level]
+    # Faust's worker replaces the root logger's handlers when it starts: hand it ours.
+    app.conf.logging_config = logs.logging_config(settings, loglevel)
+    # Faust's CLI parses argv; run its `worker` command. Its --with-web default would override
+    # web_enabled=False and serve /table on port 6066. With JSON logs, --quiet: its banner and
+    # "OK" are printed as text, not logged. Its --loglevel now only picks its terminal spinner
+    # (the levels are in logging_config), which from warn up sets the root logger to DEBUG and
+    # writes escape codes to stdout even when that is no terminal: keep it below warn.
+    debug = (loglevel or settings.log_level).lower() == "debug"
+    spinner_off = LOG_LEVELS["debug" if debug else "info"]
+    quiet = ["--quiet"] if settings.log_format.lower() == "json" else []
+    sys.argv = [sys.argv[0], *quiet, "worker", "--without-web", "--loglevel", spinner_off]
     try:
         app.main()
     finally:

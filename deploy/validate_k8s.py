@@ -29,6 +29,8 @@ from app.settings import Settings, SettingsError  # noqa: E402, F401 - path set 
 from app.topics import topic_specs  # noqa: E402
 
 OVERLAYS = ROOT / "deploy" / "k8s" / "overlays"
+# The partition migration Job, rendered with the base it shares settings and Secrets with.
+MIGRATE = ROOT / "deploy" / "k8s" / "migrate"
 # Where scripts/k8s-tools builds kustomize when the machine has neither kubectl nor kustomize.
 TOOLS_BIN = ROOT / ".tools" / "bin"
 SCHEMAS = ROOT / "deploy" / "schemas"
@@ -253,6 +255,38 @@ def cross_check(objs: list[Obj]) -> list[str]:
             errors.append("SASL_PASSWORD_FILE is not in a mounted Secret")
     if pod.get("terminationGracePeriodSeconds", 30) < 2 * settings.commit_interval_s + 30:
         errors.append("terminationGracePeriodSeconds too short to flush, commit and leave")
+    for job in (o for o in objs if o["kind"] == "Job"):
+        errors += _job_errors(job, container, settings)
+    return errors
+
+
+def _job_errors(job: Obj, worker: Obj, settings: Settings) -> list[str]:
+    """A one-off Job (the partition migration) runs the workers' image with their settings,
+    credentials and CA, and asks for more partitions than the settings have."""
+    name = f"Job/{job['metadata']['name']}"
+    errors = []
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    if container["image"] != worker["image"]:
+        errors.append(f"{name}: image {container['image']} is not the workers' {worker['image']}")
+    for field in ("envFrom", "env"):
+        if container.get(field) != worker.get(field):
+            errors.append(f"{name}: {field} differs from the workers'")
+    worker_mounts = {m["mountPath"] for m in worker.get("volumeMounts", [])}
+    for mount in container.get("volumeMounts", []):
+        if mount["mountPath"] not in worker_mounts:
+            errors.append(f"{name}: mounts {mount['mountPath']}, which the workers do not")
+    for path in (settings.sasl_password_file, settings.ssl_ca_file):
+        if path and not any(
+            str(Path(path).parent) == m["mountPath"] for m in container.get("volumeMounts", [])
+        ):
+            errors.append(f"{name}: {path} is not mounted")
+    args = container.get("args", [])
+    if args[:3] != ["partitions", "migrate", "--to"] or not args[3:4] or not args[3].isdigit():
+        errors.append(f"{name}: args should be partitions migrate --to M, not {args}")
+    elif int(args[3]) <= settings.partitions:
+        errors.append(
+            f"{name}: --to {args[3]} is not more than LIVERANK_PARTITIONS={settings.partitions}"
+        )
     return errors
 
 
@@ -267,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("overlays", nargs="*", type=Path, help="default: every overlay")
     args = parser.parse_args(argv)
-    overlays = args.overlays or sorted(p for p in OVERLAYS.iterdir() if p.is_dir())
+    overlays = args.overlays or [*sorted(p for p in OVERLAYS.iterdir() if p.is_dir()), MIGRATE]
     failed = False
     for overlay in overlays:
         count, errors = check_overlay(overlay)

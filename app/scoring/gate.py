@@ -286,10 +286,27 @@ class ModelSlot:
                     reason = f"{path}: {reason}"
                 reason = " ".join(reason.split())  # one log line, whatever ORT's message holds
                 self.rejected += 1
-                log.warning("model rejected, still serving %s: %s", serving.version, reason)
+                log.warning(
+                    "model rejected, still serving %s: %s",
+                    serving.version,
+                    reason,
+                    extra={
+                        "model_version": version,  # the candidate's, when its spec was read
+                        "serving_version": serving.version,
+                        "model_path": str(path),
+                        "error": reason,
+                    },
+                )
                 return ReloadResult(False, version, reason, time.perf_counter() - start)
             self._current = model
             self.accepted += 1
         seconds = time.perf_counter() - start
-        log.info("model %s %s from %s replaced %s", model.spec.name, version, path, serving.version)
+        log.info(
+            "model %s %s from %s replaced %s",
+            model.spec.name,
+            version,
+            path,
+            serving.version,
+            extra={"model_version": version, "previous_version": serving.version},
+        )
         return ReloadResult(True, version, f"replaced {serving.version}", seconds)

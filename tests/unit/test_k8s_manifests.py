@@ -132,3 +132,35 @@ def test_a_missing_topic_is_caught(rendered: dict[str, list[dict[str, Any]]]) ->
         if not (o["kind"] == "KafkaTopic" and o["metadata"]["name"] == "liverank.catalog.v1")
     ]
     assert any("liverank.catalog.v1" in e for e in v.cross_check(objs))
+
+
+def test_the_migration_job_validates_and_matches_the_workers() -> None:
+    count, errors = v.check_overlay(v.MIGRATE)
+    assert errors == []
+    objs = v.render(v.MIGRATE)
+    job = next(o for o in objs if o["kind"] == "Job")
+    sts = next(o for o in objs if o["kind"] == "StatefulSet")
+    assert "replicas" not in sts["spec"]  # applying it never scales the paused workers up
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][:3] == ["partitions", "migrate", "--to"]
+    assert container["envFrom"] == sts["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c.update(args=["partitions", "migrate", "--to", "4"]), "is not more than"),
+        (lambda c: c.update(args=["partitions", "migrate", "--to"]), "args should be"),
+        (lambda c: c.update(image="liverank:other"), "is not the workers'"),
+        (lambda c: c.update(envFrom=[]), "envFrom differs"),
+        (lambda c: c.update(volumeMounts=c["volumeMounts"][:1]), "is not mounted"),
+    ],
+)
+def test_a_broken_migration_job_is_caught(
+    change: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    objs = v.render(v.MIGRATE)
+    job = next(o for o in objs if o["kind"] == "Job")
+    change(job["spec"]["template"]["spec"]["containers"][0])
+    errors = v.cross_check(objs)
+    assert any(message in e for e in errors), errors
