@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 import threading
 import time
@@ -17,7 +18,11 @@ from faust.types.auth import CredentialsT
 from app.partitioning import Partitioner
 from app.settings import Settings, SettingsError
 
-ConfigValue = str | int | float | bool
+ConfigValue = str | int | float | bool | logging.Logger
+
+# librdkafka's own log lines (connection errors, retries) go through Python logging, so that a
+# pod's log stays one JSON object per line; confluent-kafka hands them over on poll().
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 
 
 def sasl_password(settings: Settings) -> str:
@@ -40,10 +45,18 @@ PRODUCER_QUEUE: dict[str, ConfigValue] = {
 }
 
 
-def keyed_by_user(settings: Settings) -> dict[str, ConfigValue]:
+def keyed_by_user(settings: Settings) -> dict[str, str]:
     """Producer settings that place user-keyed records where the events contract says
     (``PARTITIONER``), so that a user's events land on the partition that holds their state."""
     return {"partitioner": Partitioner(settings.partitioner).librdkafka}
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    """An AdminClient with the connection settings (its logger passed as the keyword that
+    confluent-kafka's type hints expect)."""
+    config = client_config(settings)
+    plain = {k: v for k, v in config.items() if not isinstance(v, logging.Logger)}
+    return AdminClient(plain, logger=config["logger"])
 
 
 class KafkaUnavailable(RuntimeError):
@@ -104,6 +117,7 @@ def client_config(
     config: dict[str, ConfigValue] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "security.protocol": settings.security_protocol.lower(),
+        "logger": LIBRDKAFKA_LOG,
     }
     if settings.uses_sasl:
         config["sasl.mechanisms"] = settings.sasl_mechanism

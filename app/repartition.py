@@ -37,7 +37,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewPartitions  # type: ignore[attr-defined]
 
-from app.kafka_config import client_config
+from app.kafka_config import admin_client, client_config
 from app.partitioning import Copy, Move, Partitioner, live_copies, plan_moves
 from app.settings import Settings
 from app.topic_reader import read_topic
@@ -97,7 +97,7 @@ class Report:
 
 
 def _admin(settings: Settings) -> AdminClient:
-    return AdminClient(client_config(settings))
+    return admin_client(settings)
 
 
 def topic_partitions(admin: AdminClient, names: Sequence[str], timeout_s: float) -> dict[str, int]:

@@ -6,9 +6,9 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-from app.kafka_config import client_config
+from app.kafka_config import admin_client
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def partition_problems(settings: Settings, existing: Mapping[str, int]) -> list[
 
 def check_partitions(settings: Settings, timeout_s: float = 30.0) -> None:
     """Raise :class:`PartitionMismatch` when :func:`partition_problems` finds any."""
-    admin = AdminClient(client_config(settings))
+    admin = admin_client(settings)
     topics = admin.list_topics(timeout=timeout_s).topics
     existing = {name: len(meta.partitions) for name, meta in topics.items()}
     problems = partition_problems(settings, existing)
@@ -115,7 +115,7 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
     Existing topics are left as they are; a partition count that differs is reported, since
     changing it re-maps keys to partitions (see the scaling notes in README.md).
     """
-    admin = AdminClient(client_config(settings))
+    admin = admin_client(settings)
     specs = topic_specs(settings)
     existing = admin.list_topics(timeout=timeout_s).topics
     result: dict[str, str] = {}
