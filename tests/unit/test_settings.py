@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.kafka_config import client_config, faust_credentials, sasl_password
+from app.kafka_config import LIBRDKAFKA_LOG, client_config, faust_credentials, sasl_password
 from app.settings import Secret, Settings, SettingsError
 
 
@@ -127,6 +127,7 @@ def test_sasl_ssl_client_configuration(tmp_path: Path) -> None:
         "sasl.password": "from-a-file",
         "ssl.ca.location": "/etc/ca.pem",
         "ssl.endpoint.identification.algorithm": "none",
+        "logger": LIBRDKAFKA_LOG,
         "acks": "all",
     }
     missing = s.replace(sasl_password_file=str(tmp_path / "absent"))
@@ -138,5 +139,7 @@ def test_plaintext_is_the_default_and_adds_nothing() -> None:
     assert client_config(Settings()) == {
         "bootstrap.servers": "127.0.0.1:9092",
         "security.protocol": "plaintext",
+        # librdkafka's log lines go through Python logging (JSON in a pod).
+        "logger": LIBRDKAFKA_LOG,
     }
     assert faust_credentials(Settings()) is None
