@@ -21,7 +21,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Message, Producer
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 
 from app.codec import encode_event
 from app.kafka_config import client_config, keyed_by_user
@@ -98,14 +105,42 @@ def _moves(user: str) -> bool:
     return partition_for(user.encode(), 4, M) != partition_for(user.encode(), 8, M)
 
 
-def _wait_processed(workers: list[WorkerProcess], count: int, timeout_s: float = 120.0) -> None:
+def _lag(settings: Settings) -> int:
+    """Records of the events topic the group has not committed yet (the broker's view)."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    topic = settings.topic_events
+    partitions = len(admin.list_topics(topic, timeout=10).topics[topic].partitions)
+    asked = ConsumerGroupTopicPartitions(
+        settings.app_id, [TopicPartition(topic, p) for p in range(partitions)]
+    )
+    found = admin.list_consumer_group_offsets([asked])[settings.app_id].result(timeout=10)
+    committed = {tp.partition: tp.offset for tp in found.topic_partitions}
+    reader = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "lag-probe"})
+    try:
+        ends = {
+            p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        }
+    finally:
+        reader.close()
+    return sum(max(0, end - max(0, committed.get(p, 0))) for p, end in ends.items())
+
+
+def _wait_processed(
+    workers: list[WorkerProcess], count: int, settings: Settings, timeout_s: float = 120.0
+) -> None:
+    """At least ``count`` events processed and every record committed: a count alone can be
+    reached early by records processed twice (at-least-once, across a rebalance)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if sum(w.metric("liverank_events_total") for w in workers) >= count:
+        done = sum(w.metric("liverank_events_total") for w in workers)
+        if done >= count and _lag(settings) == 0:
             return
-        time.sleep(0.2)
+        time.sleep(0.3)
     done = sum(w.metric("liverank_events_total") for w in workers)
-    raise AssertionError(f"{done} of {count} events processed:\n{workers[0].log_tail()}")
+    raise AssertionError(
+        f"{done} of {count} events processed, lag {_lag(settings)}:\n{workers[0].log_tail()}"
+    )
 
 
 def test_four_to_eight_partitions_keeps_every_users_state_on_its_new_partition(
@@ -127,7 +162,7 @@ def test_four_to_eight_partitions_keeps_every_users_state_on_its_new_partition(
     first.start()
     producer = _producer(old)
     _send(producer, old, before)
-    _wait_processed([first], len(before))
+    _wait_processed([first], len(before), old)
     # 2. Stopped (SIGTERM: it commits and flushes); producers go on.
     assert first.stop() == 0
     _send(producer, old, backlog)
@@ -166,12 +201,12 @@ def test_four_to_eight_partitions_keeps_every_users_state_on_its_new_partition(
     a.start()
     b.start()
     try:
-        _wait_processed([a, b], len(backlog))
+        _wait_processed([a, b], len(backlog), new)
         # Still on 4 partitions: forwarded by the workers.
         stale_landed = _send(producer, old, stale)
-        _wait_processed([a, b], len(backlog) + len(stale))
+        _wait_processed([a, b], len(backlog) + len(stale), new)
         fresh_landed = _send(_producer(new), new, fresh)
-        _wait_processed([a, b], len(backlog) + len(stale) + len(fresh))
+        _wait_processed([a, b], len(backlog) + len(stale) + len(fresh), new)
         rerouted = sum(w.metric("liverank_events_rerouted_total") for w in (a, b))
         shares = [int(w.metric("liverank_events_total")) for w in (a, b)]
     finally:
