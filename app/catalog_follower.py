@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
@@ -13,7 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from app.catalog import Catalog
 from app.codec import DecodeError
 from app.codec import decode_item as decode_item_record
-from app.kafka_config import client_config
+from app.kafka_config import reader_config
 from app.metrics import Metrics
 from app.records import DeadLetterError, Source
 from app.settings import Settings
@@ -39,18 +38,8 @@ class CatalogFollower:
         self.dead_letter = dead_letter
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._consumer = Consumer(
-            client_config(
-                settings,
-                {
-                    # Offsets are never committed: every worker reads the whole catalog.
-                    "group.id": f"{settings.app_id}-catalog-{uuid.uuid4().hex[:8]}",
-                    "enable.auto.commit": False,
-                    "enable.partition.eof": False,
-                    "auto.offset.reset": "earliest",
-                },
-            )
-        )
+        # Every worker reads the whole catalog.
+        self._consumer = Consumer(reader_config(settings, "catalog"))
 
     def _apply(self, msg: Message) -> None:
         source = Source(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key())

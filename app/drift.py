@@ -28,7 +28,7 @@ import orjson
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from app.codec import encode_item, format_time_ms, parse_time_ms
-from app.kafka_config import client_config, keyed_by_user
+from app.kafka_config import client_config, keyed_by_user, reader_config
 from app.localkafka import LocalKafka, pick_free_ports
 from app.settings import Settings
 from app.synthetic import GENRES, make_catalog
@@ -106,12 +106,7 @@ class Simulator:
 
     def _read(self) -> None:
         topic = self.settings.topic_recommendations
-        consumer = Consumer(
-            client_config(
-                self.settings,
-                {"group.id": f"drift-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False},
-            )
-        )
+        consumer = Consumer(reader_config(self.settings, "drift"))
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in parts])
         while not self._stop.is_set():

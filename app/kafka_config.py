@@ -6,12 +6,13 @@ import logging
 import ssl
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import faust
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from faust.types.auth import CredentialsT
 
@@ -43,6 +44,33 @@ PRODUCER_QUEUE: dict[str, ConfigValue] = {
     "queue.buffering.max.messages": 100_000,
     "queue.buffering.max.kbytes": 64 * 1024,
 }
+
+
+def reader_config(
+    settings: Settings, purpose: str, extra: Mapping[str, ConfigValue] | None = None
+) -> dict[str, ConfigValue]:
+    """A consumer that reads a topic by itself, from the start, outside any group's offsets:
+    a throwaway group id (``<app id>-<purpose>-<random>``), nothing ever committed."""
+    return client_config(
+        settings,
+        {
+            "group.id": f"{settings.app_id}-{purpose}-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            **(extra or {}),
+        },
+    )
+
+
+def produce_waiting(producer: Producer, topic: str, wait_s: float = 0.05, **record: Any) -> None:
+    """``producer.produce(topic, **record)``; while librdkafka's bounded queue is full, let it
+    deliver (serving callbacks) for ``wait_s`` and retry: back-pressure, not an error."""
+    while True:
+        try:
+            producer.produce(topic, **record)
+            return
+        except BufferError:
+            producer.poll(wait_s)
 
 
 def keyed_by_user(settings: Settings) -> dict[str, str]:

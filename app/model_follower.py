@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from app.catalog import Catalog
 from app.codec import DecodeError, decode_model_update
-from app.kafka_config import client_config
+from app.kafka_config import reader_config
 from app.metrics import Metrics
 from app.processor import Processor
 from app.ranking import model_vectorizer
@@ -55,16 +54,7 @@ class ModelFollower:
         self.dead_letter = dead_letter
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._consumer = Consumer(
-            client_config(
-                settings,
-                {
-                    "group.id": f"{settings.app_id}-models-{uuid.uuid4().hex[:8]}",
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                },
-            )
-        )
+        self._consumer = Consumer(reader_config(settings, "models"))
 
     def preload(self, timeout_s: float = 30.0) -> None:
         """Apply the newest announced version before the worker starts taking events (no-op

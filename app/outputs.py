@@ -19,7 +19,7 @@ import faust
 from confluent_kafka import KafkaError, Message, Producer
 from faust.types import ConsumerT
 
-from app.kafka_config import PRODUCER_QUEUE, client_config, keyed_by_user
+from app.kafka_config import PRODUCER_QUEUE, client_config, keyed_by_user, produce_waiting
 from app.processor import Output
 from app.settings import Settings
 
@@ -74,16 +74,13 @@ class OutputProducer:
         count = 0
         producer = self._producer
         for out in outputs:
-            topic = self._topics[out.role]
-            while True:
-                try:
-                    producer.produce(
-                        topic, key=out.key, value=out.value, on_delivery=self._on_delivery
-                    )
-                    break
-                except BufferError:
-                    # librdkafka's queue is full: let it send (and serve callbacks), then retry.
-                    producer.poll(0.05)
+            produce_waiting(
+                producer,
+                self._topics[out.role],
+                key=out.key,
+                value=out.value,
+                on_delivery=self._on_delivery,
+            )
             count += 1
         producer.poll(0)
         return count
@@ -94,20 +91,16 @@ class OutputProducer:
         count = 0
         producer = self._producer
         for rec in records:
-            while True:
-                try:
-                    producer.produce(
-                        topic,
-                        key=rec.key,
-                        value=rec.value,
-                        partition=rec.partition,
-                        timestamp=rec.timestamp_ms or 0,
-                        headers=list(rec.headers) or None,
-                        on_delivery=self._on_delivery,
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce_waiting(
+                producer,
+                topic,
+                key=rec.key,
+                value=rec.value,
+                partition=rec.partition,
+                timestamp=rec.timestamp_ms or 0,
+                headers=list(rec.headers) or None,
+                on_delivery=self._on_delivery,
+            )
             count += 1
         producer.poll(0)
         return count

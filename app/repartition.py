@@ -37,11 +37,11 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewPartitions  # type: ignore[attr-defined]
 
-from app.kafka_config import admin_client, client_config
+from app.kafka_config import admin_client, client_config, produce_waiting
 from app.partitioning import Copy, Move, Partitioner, live_copies, plan_moves
 from app.settings import Settings
 from app.topic_reader import read_topic
-from app.topics import changelog_topic
+from app.topics import changelog_topic, partition_counts
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +94,6 @@ class Report:
         if self.offsets_set:
             out.append(f"events partitions starting at offset 0: {self.offsets_set}")
         return out
-
-
-def _admin(settings: Settings) -> AdminClient:
-    return admin_client(settings)
-
-
-def topic_partitions(admin: AdminClient, names: Sequence[str], timeout_s: float) -> dict[str, int]:
-    """name -> partition count, for the topics of ``names`` that exist."""
-    topics = admin.list_topics(timeout=timeout_s).topics
-    return {n: len(topics[n].partitions) for n in names if n in topics}
 
 
 def group_members(admin: AdminClient, group: str, timeout_s: float) -> int:
@@ -186,14 +176,14 @@ class _Writer:
             self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
 
     def put(self, topic: str, key: bytes, value: bytes | None, partition: int) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    topic, key=key, value=value, partition=partition, on_delivery=self._on_delivery
-                )
-                break
-            except BufferError:
-                self._producer.poll(0.05)
+        produce_waiting(
+            self._producer,
+            topic,
+            key=key,
+            value=value,
+            partition=partition,
+            on_delivery=self._on_delivery,
+        )
         self._producer.poll(0)
 
     def confirm(self, timeout_s: float) -> None:
@@ -214,7 +204,7 @@ def _grow(admin: AdminClient, counts: dict[str, int], to: int, timeout_s: float)
         log.info("%s: now %d partitions", name, to)
     # Metadata reaches every broker shortly after; the writes below need the new partitions.
     deadline = time.monotonic() + timeout_s
-    while any(c < to for c in topic_partitions(admin, list(counts), timeout_s).values()):
+    while any(c < to for c in partition_counts(admin, list(counts), timeout_s).values()):
         if time.monotonic() > deadline:
             raise MigrationRefused("the new partitions did not appear in the metadata in time")
         time.sleep(0.2)
@@ -254,10 +244,10 @@ def migrate(
 ) -> Report:
     """Bring every user-keyed topic to ``to`` partitions and every user's state onto their
     partition under it (see the module's docstring); returns what it found and did."""
-    admin = _admin(settings)
+    admin = admin_client(settings)
     partitioner = Partitioner(settings.partitioner)
     names = user_keyed_topics(settings)
-    counts = topic_partitions(admin, names, timeout_s)
+    counts = partition_counts(admin, names, timeout_s)
     report = Report(to, topics_before=counts, dry_run=dry_run)
     if settings.topic_events not in counts:
         raise MigrationRefused(f"topic {settings.topic_events!r} does not exist")
@@ -303,9 +293,9 @@ def migrate(
 
 def status(settings: Settings, timeout_s: float = 60.0) -> list[str]:
     """Partition counts, group members and how many users live off their partition now."""
-    admin = _admin(settings)
+    admin = admin_client(settings)
     partitioner = Partitioner(settings.partitioner)
-    counts = topic_partitions(admin, user_keyed_topics(settings), timeout_s)
+    counts = partition_counts(admin, user_keyed_topics(settings), timeout_s)
     lines = [f"{name}: {count} partitions" for name, count in counts.items()]
     lines.append(f"LIVERANK_PARTITIONS: {settings.partitions}; PARTITIONER: {partitioner.value}")
     lines.append(

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Collection, Iterator
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from app.kafka_config import client_config
+from app.kafka_config import reader_config
 from app.settings import Settings
 
 
@@ -22,16 +21,7 @@ def read_topic(
     """Every record of ``topic`` (of ``partitions`` of it, when given) present now (written at
     or after ``since_ms``, record time, when given), with no consumer group offsets; raises
     RuntimeError when the topic is missing or cannot be read to its end within ``timeout_s``."""
-    consumer = Consumer(
-        client_config(
-            settings,
-            {
-                "group.id": f"{settings.app_id}-reader-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            },
-        )
-    )
+    consumer = Consumer(reader_config(settings, "reader", {"enable.partition.eof": True}))
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s)
         info = meta.topics.get(topic)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from app.kafka_config import admin_client
 from app.settings import Settings
@@ -99,11 +99,16 @@ def partition_problems(settings: Settings, existing: Mapping[str, int]) -> list[
     return problems
 
 
+def partition_counts(admin: AdminClient, names: Sequence[str], timeout_s: float) -> dict[str, int]:
+    """name -> partition count, for the topics of ``names`` that exist."""
+    topics = admin.list_topics(timeout=timeout_s).topics
+    return {n: len(topics[n].partitions) for n in names if n in topics}
+
+
 def check_partitions(settings: Settings, timeout_s: float = 30.0) -> None:
     """Raise :class:`PartitionMismatch` when :func:`partition_problems` finds any."""
-    admin = admin_client(settings)
-    topics = admin.list_topics(timeout=timeout_s).topics
-    existing = {name: len(meta.partitions) for name, meta in topics.items()}
+    names = [settings.topic_events, changelog_topic(settings)]
+    existing = partition_counts(admin_client(settings), names, timeout_s)
     problems = partition_problems(settings, existing)
     if problems:
         raise PartitionMismatch("; ".join(problems))

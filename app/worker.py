@@ -22,6 +22,7 @@ from app.kafka_config import (
     KafkaUnavailable,
     check_connection,
     client_config,
+    produce_waiting,
 )
 from app.main import build_faust_app
 from app.metrics import Metrics, PartitionOffsets, consumer_lag
@@ -146,15 +147,11 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
     server = serve(health, metrics, settings.http_host, settings.http_port)
     try:
         brokers = check_connection(settings)
-    except KafkaUnavailable:
+        check_partitions(settings)
+    except (KafkaUnavailable, PartitionMismatch):
         server.shutdown()
         raise
     log.info("connected to %d Kafka broker(s) over %s", brokers, settings.security_protocol)
-    try:
-        check_partitions(settings)
-    except PartitionMismatch:
-        server.shutdown()
-        raise
 
     # The same gate a reloaded model must pass: a package that loads but scores NaN, constants
     # or mixes batch rows stops the start-up with the reason, before any event is taken.
@@ -193,14 +190,9 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
             received_time_ms=wall_clock_ms(),
             max_bytes=settings.dead_letter_max_bytes,
         )
-        while True:
-            try:
-                dlq.produce(
-                    settings.topic_dead_letters, key=dead_letter_key(source.key), value=value
-                )
-                break
-            except BufferError:  # the queue is full: wait for the broker (back-pressure)
-                dlq.poll(0.05)
+        produce_waiting(
+            dlq, settings.topic_dead_letters, key=dead_letter_key(source.key), value=value
+        )
         dlq.poll(0)
 
     catalog = Catalog(

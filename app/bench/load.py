@@ -18,6 +18,7 @@ from confluent_kafka import Producer
 
 from app.bench.stats import due_count, scheduled_offset_ms
 from app.codec import encode_event, format_time_ms
+from app.kafka_config import produce_waiting
 from app.records import NEXT_ITEM_TRIGGERS, Event, EventType, Item
 from app.synthetic import Traffic
 
@@ -188,12 +189,7 @@ class LoadGenerator:
     def _send(self, event_time_ms: int) -> bool:
         template = self.templates[self._next % len(self.templates)]
         value = template.render(b"%s-%010d" % (self._prefix, self._next), self._time(event_time_ms))
-        while True:
-            try:
-                self._producer.produce(self.topic, value, template.key)
-                break
-            except BufferError:  # librdkafka's queue is full: let it drain, then retry
-                self._producer.poll(0.005)
+        produce_waiting(self._producer, self.topic, 0.005, value=value, key=template.key)
         self._next += 1
         self.sent += 1
         return template.trigger

@@ -16,6 +16,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer
 
 from app.bench.kafka_io import stop_on_signals, subscribe
+from app.kafka_config import produce_waiting
 
 
 def run(bootstrap: str, group: str, source: str, sink: str, ready_file: Path | None) -> int:
@@ -38,12 +39,7 @@ def run(bootstrap: str, group: str, source: str, sink: str, ready_file: Path | N
             for msg in batch:
                 if msg.error() is not None:
                     continue
-                while True:
-                    try:
-                        producer.produce(sink, msg.value(), msg.key())
-                        break
-                    except BufferError:
-                        producer.poll(0.005)
+                produce_waiting(producer, sink, 0.005, value=msg.value(), key=msg.key())
                 copied += 1
             producer.poll(0)
     finally:

@@ -52,7 +52,7 @@ from app.bench.systems import (
     worker_variant,
 )
 from app.codec import encode_item, parse_time_ms
-from app.kafka_config import keyed_by_user
+from app.kafka_config import keyed_by_user, produce_waiting
 from app.localkafka import pick_free_ports
 from app.records import Item
 from app.settings import Settings
@@ -235,14 +235,13 @@ def publish_items(settings: Settings, items: Sequence[Item]) -> None:
     )
     next_note = time.monotonic() + 10.0
     for n, item in enumerate(items):
-        while True:
-            try:
-                producer.produce(
-                    settings.topic_catalog, key=item.item_id.encode(), value=encode_item(item)
-                )
-                break
-            except BufferError:
-                producer.poll(0.01)
+        produce_waiting(
+            producer,
+            settings.topic_catalog,
+            0.01,
+            key=item.item_id.encode(),
+            value=encode_item(item),
+        )
         if n % 1000 == 0:
             producer.poll(0)
             if time.monotonic() > next_note:

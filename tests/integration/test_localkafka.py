@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # NewTopic: no explicit re-export
     AdminClient,
     NewTopic,
@@ -17,6 +17,16 @@ from app.localkafka import LocalKafka, pick_free_ports
 
 
 @pytest.mark.integration
+def _first_message(consumer: Consumer, timeout_s: float = 60.0) -> Message:
+    """The first record the consumer gets (errors such as partition EOF skipped)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        message = consumer.poll(1.0)
+        if message is not None and message.error() is None:
+            return message
+    raise AssertionError(f"no record within {timeout_s}s")
+
+
 def test_local_broker_round_trip(tmp_path: Path) -> None:
     port = pick_free_ports(1)[0]
     kafka = LocalKafka(tmp_path / "kafka", port=port, startup_timeout=120.0)
@@ -46,13 +56,7 @@ def test_local_broker_round_trip(tmp_path: Path) -> None:
         )
         try:
             consumer.subscribe([topic])
-            deadline = time.monotonic() + 60
-            message = None
-            while time.monotonic() < deadline:
-                message = consumer.poll(1.0)
-                if message is not None and message.error() is None:
-                    break
-            assert message is not None and message.error() is None
+            message = _first_message(consumer)
             assert (message.key(), message.value()) == (b"k", b"hello")
         finally:
             consumer.close()
@@ -93,13 +97,7 @@ def test_restart_keeps_data_and_address(tmp_path: Path) -> None:
         try:
             # assign(), not subscribe(): no group rebalance to wait for.
             consumer.assign([TopicPartition(topic, 0, 0)])
-            deadline = time.monotonic() + 60
-            message = None
-            while time.monotonic() < deadline:
-                message = consumer.poll(1.0)
-                if message is not None and message.error() is None:
-                    break
-            assert message is not None and message.error() is None
+            message = _first_message(consumer)
             assert (message.key(), message.value()) == (b"k", b"before restart")
         finally:
             consumer.close()

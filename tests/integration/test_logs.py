@@ -5,9 +5,6 @@ record's ids."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,45 +14,13 @@ import pytest
 
 from app.codec import encode_item, format_time_ms
 from app.records import Item
-from app.settings import Settings
 from app.topics import create_topics
 from tests.integration.kafka_io import KafkaIO
-from tests.integration.worker_process import ROOT, WorkerProcess, isolated_settings
+from tests.integration.worker_process import WorkerProcess, isolated_settings
 
 pytestmark = pytest.mark.integration
 
 CATALOG = [Item(f"jazz-{i}", f"Jazz album {i}", "jazz", tags=("jazz",)) for i in range(20)]
-
-
-class _Worker(WorkerProcess):
-    """A worker at a chosen ``--loglevel``, with stdout and stderr in files of their own."""
-
-    def __init__(self, settings: Settings, tmp: Path, loglevel: str) -> None:
-        super().__init__(settings, tmp / "stderr.log")
-        self.stdout_path = tmp / "stdout.log"
-        self.loglevel = loglevel
-
-    def start(self, ready_timeout_s: float = 120.0) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVERANK_")}
-        env.update(self.settings.to_env())
-        with self.stdout_path.open("wb") as out, self.log_path.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app", "worker", "--loglevel", self.loglevel],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=err,
-            )
-        deadline = time.monotonic() + ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"worker exited with {self.proc.returncode}:\n{self.log_tail()}"
-                )
-            if self.get("/readyz")[0] == 200:
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"worker not ready after {ready_timeout_s}s:\n{self.log_tail()}")
 
 
 def _is_librdkafka(line: str) -> bool:
@@ -79,7 +44,9 @@ def test_a_json_worker_writes_only_json_lines(
         "item_id": "jazz-1",
         "event_time": format_time_ms(time.time_ns() // 1_000_000),
     }
-    worker = _Worker(settings, tmp_path, loglevel)
+    worker = WorkerProcess(
+        settings, tmp_path / "stderr.log", loglevel=loglevel, stdout_path=tmp_path / "stdout.log"
+    )
     worker.start()
     try:
         kafka.produce(settings.topic_events, b"u1", b"{not json")
@@ -91,7 +58,7 @@ def test_a_json_worker_writes_only_json_lines(
         kafka.read_until(settings.topic_dead_letters, lambda recs: len(recs) >= 2)
     finally:
         assert worker.stop() == 0
-    assert worker.stdout_path.read_bytes() == b""  # no banner, no spinner, no prints
+    assert (tmp_path / "stdout.log").read_bytes() == b""  # no banner, no spinner, no prints
     lines = worker.log_path.read_text(encoding="utf-8").splitlines()
     parsed: list[dict[str, Any]] = []
     for line in lines:

@@ -45,9 +45,20 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class WorkerProcess:
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    """A worker subprocess; its stderr (and stdout, unless ``stdout_path`` keeps it apart) goes
+    to ``log_path``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        loglevel: str = "info",
+        stdout_path: Path | None = None,
+    ) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.loglevel = loglevel
+        self.stdout_path = stdout_path
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -57,15 +68,17 @@ class WorkerProcess:
     def start(self, ready_timeout_s: float = 120.0) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVERANK_")}
         env.update(settings_env(self.settings))
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "worker", "--loglevel", "info"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+        with self.log_path.open("ab") as log:
+            out = self.stdout_path.open("ab") if self.stdout_path is not None else None
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "app", "worker", "--loglevel", self.loglevel],
+                cwd=ROOT,
+                env=env,
+                stdout=out if out is not None else log,
+                stderr=log if out is not None else subprocess.STDOUT,
+            )
+            if out is not None:
+                out.close()
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
