@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from app.records import Item
+from app.records import Item, item_genres
 from app.settings import Settings
 from app.text import tokenize
 from app.vector_index import VectorIndex, build_vector_index
@@ -93,6 +93,11 @@ class CatalogIndex:
     popular_rows: NDArray[np.int32]
     token_rows: dict[str, NDArray[np.int32]]
     category_rows: dict[str, NDArray[np.int32]]
+    # Every row's genres (item_genres), compressed: row r's genre codes are
+    # genre_members[genre_offsets[r]:genre_offsets[r + 1]].
+    genre_code: dict[str, int]
+    genre_offsets: NDArray[np.int64]
+    genre_members: NDArray[np.int32]
     # Which item encoder made ``vectors`` (a model version): a model must rank with the item
     # vectors of its own encoder, so a hot reload switches when the index says so.
     encoder_tag: str = ""
@@ -144,6 +149,15 @@ class CatalogIndex:
             dtype=np.int32,
             count=n,
         )
+        genre_code: dict[str, int] = {}
+        members = [
+            [genre_code.setdefault(g, len(genre_code)) for g in item_genres(i)] for i in active
+        ]
+        genre_offsets = np.zeros(n + 1, dtype=np.int64)
+        genre_offsets[1:] = np.cumsum(np.fromiter(map(len, members), dtype=np.int64, count=n))
+        genre_members = np.fromiter(
+            (c for m in members for c in m), dtype=np.int32, count=int(genre_offsets[-1])
+        )
         token_lists: dict[str, list[int]] = {}
         for row, item in enumerate(active):
             for token in tokens_of(item):
@@ -178,6 +192,9 @@ class CatalogIndex:
                 t: by_popularity(np.array(r, dtype=np.int64), limit) for t, r in token_lists.items()
             },
             category_rows=category_rows,
+            genre_code=genre_code,
+            genre_offsets=genre_offsets,
+            genre_members=genre_members,
             encoder_tag=encoder_tag,
         )
 

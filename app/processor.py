@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from app import exclusions
 from app.attribution import (
     Impression,
     Positive,
@@ -31,6 +32,7 @@ from app.codec import (
     encode_positive,
     encode_recommendation,
 )
+from app.cooccurrence import Cooccurrence
 from app.logs import (
     DEAD_LETTER_LOG_LINES,
     DEAD_LETTER_LOG_WINDOW_S,
@@ -70,6 +72,9 @@ RULE_WITHDRAWN_ITEM = "withdrawn_item"  # applied like any other; never recommen
 RULE_OUT_OF_ORDER = "out_of_order"  # applied; affinity time never moves backwards
 FEEDBACK = "feedback"
 DEAD_LETTERS = "dead_letters"
+# Co-occurrence: successors kept per item, and candidates taken per event.
+RELATED_KEPT = 100
+RELATED_CANDIDATES = 50
 
 
 def wall_clock_ms() -> int:
@@ -136,7 +141,9 @@ class Outcome:
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     """Outcomes in record order, plus what the batch cost: events ranked by the model (one
-    call), events answered by the cheap path, events coalesced, and the ranking time."""
+    call); recommendation records that carry a cheap-path (degraded) ranking and records that
+    carry a later event's ranking (coalesced), counted per record a user receives; and the
+    ranking time."""
 
     outcomes: list[Outcome]
     ranked: int = 0
@@ -161,6 +168,9 @@ class _Step:
     recommendation: Recommendation | None = None
     coalesced_into: _Step | None = None
     error: str | None = None
+    # Items that followed the user's recent items in the stream so far (at this record, so
+    # batching cannot change them): candidates of their own, and the cheap path's answer.
+    related: tuple[str, ...] = ()
 
 
 def _applied(step: _Step) -> UserState:
@@ -218,8 +228,12 @@ class Processor:
             top_k=settings.top_k,
             candidates=settings.candidates,
             affinity_half_life_s=settings.affinity_half_life_s,
+            exclusion=exclusions.ExclusionPolicy(settings.exclude),
         )
         self.ranker = Ranker(scorer, spec, self.params, query_cache_size=settings.query_cache_size)
+        # Item-to-item transitions of the users this worker serves, learned from the stream
+        # (in memory: a restarted worker learns them again).
+        self.cooccurrence = Cooccurrence(max_neighbours=RELATED_KEPT)
         # Rankers by model version; the catalog index names the encoder its vectors came from,
         # and a batch ranks with that model (hot reload switches when the index does).
         self._rankers: dict[str, Ranker] = {spec.version: self.ranker}
@@ -421,6 +435,22 @@ class Processor:
         state = apply_event(previous, event, item, self.limits, at)
         user.state = state
         trigger = event.type is EventType.SEARCH or event.type in NEXT_ITEM_TRIGGERS
+        history = state.history
+        if not duplicate and event.item_id is not None and len(history) > 1:
+            if history[-1].item_id == event.item_id:  # searches add nothing to the history
+                self.cooccurrence.add(history[-2].item_id, event.item_id)
+        related: tuple[str, ...] = ()
+        if trigger:
+            recent = [i.item_id for i in history[-3:]]
+            search = event.type is EventType.SEARCH
+            skip = exclusions.excluded(
+                (i.item_id for i in history),
+                state.purchased,
+                None if search else event.item_id,
+                search=search,
+                policy=self.params.exclusion,
+            )
+            related = tuple(self.cooccurrence.top(recent, RELATED_CANDIDATES, exclude=skip))
         rules: tuple[str, ...] = ()
         if not duplicate:
             if event.item_id is not None and item is None:
@@ -429,7 +459,9 @@ class Processor:
                 rules += (RULE_WITHDRAWN_ITEM,)
             if previous is not None and event.event_time_ms < previous.updated_ms:
                 rules += (RULE_OUT_OF_ORDER,)
-        return _Step(position, event, source, raw, state, duplicate, trigger, rules)
+        return _Step(
+            position, event, source, raw, state, duplicate, trigger, rules, related=related
+        )
 
     def _load(
         self,
@@ -471,7 +503,6 @@ class Processor:
         if not triggers:
             return BatchResult(outcomes=[])
         ranked = triggers
-        coalesced = 0
         if self.settings.coalesce_users:
             # A user's searches fold into their latest search in the batch, and next-item
             # triggers into their latest next-item trigger: a search always gets results for
@@ -484,7 +515,6 @@ class Processor:
             for s in triggers:
                 if latest[slot(s)] is not s:
                     s.coalesced_into = latest[slot(s)]
-                    coalesced += 1
         now = self.clock()
         deadline = self.settings.deadline_ms
         ages = [now - (s.source.timestamp_ms or now) for s in ranked]
@@ -509,10 +539,15 @@ class Processor:
                         event_time_ms=s.event.event_time_ms,
                         coalesced_into=target.event.event_id,
                     )
+        # Counted per record a user receives: a coalesced copy of a degraded ranking is a
+        # degraded answer too.
+        answered = [s.recommendation for s in triggers if s.recommendation is not None]
+        degraded = sum(1 for r in answered if r.degraded)
+        coalesced = sum(1 for r in answered if r.coalesced_into is not None)
         return BatchResult(
             outcomes=[],
             ranked=len(on_time),
-            degraded=len(late),
+            degraded=degraded,
             coalesced=coalesced,
             ranking_s=ranking_s,
             oldest_age_ms=max(ages, default=0),
@@ -522,12 +557,17 @@ class Processor:
         self,
         index: CatalogIndex,
         steps: list[_Step],
-        ranker: Callable[[CatalogIndex, Sequence[tuple[UserState, Event]]], list[Recommendation]],
+        ranker: Callable[
+            [CatalogIndex, Sequence[tuple[UserState, Event]], Sequence[Sequence[str]]],
+            list[Recommendation],
+        ],
     ) -> None:
         if not steps:
             return
         try:
-            recs = ranker(index, [(_applied(s), s.event) for s in steps])
+            recs = ranker(
+                index, [(_applied(s), s.event) for s in steps], [s.related for s in steps]
+            )
         except Exception as exc:
             if len(steps) == 1:
                 step = steps[0]

@@ -13,11 +13,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.catalog import CatalogIndex, Vectorizer, item_tokens
+from app.exclusions import ExclusionPolicy
 from app.features import (
     CANDIDATE_FEATURES,
     USER_FEATURES,
     candidate_features,
-    normalized,
+    genre_affinity,
     user_features,
 )
 from app.records import Event, EventType, Item, RankedItem, Recommendation
@@ -28,7 +29,7 @@ from app.state import UserState
 from app.text import term_ids, tokenize
 
 # The model_version of degraded recommendations: no model ranked them.
-FALLBACK_VERSION = "popularity-fallback"
+FALLBACK_VERSION = "cheap-path"
 # Interaction types as the model numbers them (0 pads).
 TYPE_IDS = {"view": 1, "click": 2, "add_to_cart": 3, "purchase": 4}
 
@@ -39,6 +40,7 @@ class RankingParams:
     candidates: int = 200
     affinity_half_life_s: float = 6 * 3600.0
     top_categories: int = 3
+    exclusion: ExclusionPolicy = ExclusionPolicy.SEEN
 
 
 def model_vectorizer(encoder: ItemEncoder, spec: ModelSpec) -> Vectorizer:
@@ -90,6 +92,14 @@ class _Buffers:
         return RankInputs(**views)
 
 
+_NO_ROWS: NDArray[np.int32] = np.zeros(0, dtype=np.int32)
+
+
+def _by_position(n: int) -> NDArray[np.float32]:
+    """Scores that keep retrieval order: 1 for the first candidate, falling to 1/n."""
+    return (np.arange(n, 0, -1, dtype=np.float32) / max(n, 1)).astype(np.float32)
+
+
 class Ranker:
     """Ranks batches of (state after the event, event): retrieval with one similarity search
     per batch, features, one model call, top-k. Holds the query cache and reusable buffers."""
@@ -107,6 +117,7 @@ class Ranker:
         self.params = params
         self._buffers = _Buffers(spec)
         self._seen = np.zeros(0, dtype=np.bool_)
+        self._row_of: dict[str, int] = {}
         # Searches repeat (popular queries): tokenize and hash each distinct text once.
         self.query = functools.lru_cache(maxsize=query_cache_size)(self._parse_query)
 
@@ -121,7 +132,7 @@ class Ranker:
         spec = self.spec
         return tokens, tuple(term_ids(tokens, spec.n_buckets, spec.max_query_terms))
 
-    def _request(self, state: UserState, event: Event) -> Request:
+    def _request(self, state: UserState, event: Event, related: Sequence[str] = ()) -> Request:
         categories, _tags = state.affinities_at(
             event.event_time_ms, self.params.affinity_half_life_s
         )
@@ -131,7 +142,16 @@ class Ranker:
         tokens: tuple[str, ...] = ()
         if event.type is EventType.SEARCH and event.query:
             tokens = self.query(event.query)[0]
-        return Request(state, event, tokens, top, normalized(categories))
+        row_of = self._row_of
+        rows = [row_of[i] for i in related if i in row_of]
+        return Request(
+            state,
+            event,
+            tokens,
+            top,
+            genre_affinity(state, event.event_time_ms, self.params.affinity_half_life_s),
+            np.array(rows, dtype=np.int32) if rows else _NO_ROWS,
+        )
 
     def inputs(
         self, index: CatalogIndex, requests: Sequence[Request], candidates: Sequence[Candidates]
@@ -176,15 +196,39 @@ class Ranker:
             np.take(index.vectors, cand_rows, axis=0, out=inputs.candidate_vectors)
         return inputs
 
+    def _requests(
+        self,
+        index: CatalogIndex,
+        batch: Sequence[tuple[UserState, Event]],
+        related: Sequence[Sequence[str]] | None,
+    ) -> list[Request]:
+        self._row_of = index.row_of
+        if related is None:
+            return [self._request(state, event) for state, event in batch]
+        return [
+            self._request(state, event, rel)
+            for (state, event), rel in zip(batch, related, strict=True)
+        ]
+
     def rank(
-        self, index: CatalogIndex, batch: Sequence[tuple[UserState, Event]]
+        self,
+        index: CatalogIndex,
+        batch: Sequence[tuple[UserState, Event]],
+        related: Sequence[Sequence[str]] | None = None,
     ) -> list[Recommendation]:
-        """One recommendation per (state after the event, event), all scored in one model call."""
+        """One recommendation per (state after the event, event), all scored in one model call.
+
+        ``related``: per event, item ids that co-occur with the user's recent items, strongest
+        first (candidates of their own)."""
         if not batch:
             return []
-        requests = [self._request(state, event) for state, event in batch]
+        requests = self._requests(index, batch, related)
         candidates = retrieve_batch(
-            index, requests, limit=self.params.candidates, scratch=self._scratch(index)
+            index,
+            requests,
+            limit=self.params.candidates,
+            scratch=self._scratch(index),
+            policy=self.params.exclusion,
         )
         scores = self.scorer.score(self.inputs(index, requests, candidates))
         return [
@@ -195,18 +239,29 @@ class Ranker:
         ]
 
     def rank_cheap(
-        self, index: CatalogIndex, batch: Sequence[tuple[UserState, Event]]
+        self,
+        index: CatalogIndex,
+        batch: Sequence[tuple[UserState, Event]],
+        related: Sequence[Sequence[str]] | None = None,
     ) -> list[Recommendation]:
-        """The overload path: no similarity search, no model. Query matches (searches), then
-        popular items in the user's favourite categories, then popular items; the score is the
-        item's popularity. Marked ``degraded``."""
-        requests = [self._request(state, event) for state, event in batch]
+        """The overload path: no similarity search, no model, still personal. Query matches
+        (searches), then what co-occurs with the user's recent items (``related``), then
+        popular items in their favourite categories, then popular items, in that order (the
+        score falls with the position). The same exclusions as the model path. Marked
+        ``degraded``."""
+        requests = self._requests(index, batch, related)
         candidates = retrieve_batch(
-            index, requests, limit=self.params.top_k, similar=False, scratch=self._scratch(index)
+            index,
+            requests,
+            limit=self.params.top_k,
+            similar=False,
+            scratch=self._scratch(index),
+            policy=self.params.exclusion,
+            related_share=1.0,
         )
         return [
             dataclasses.replace(
-                self._recommendation(index, r, c, index.popularity[c.rows], FALLBACK_VERSION),
+                self._recommendation(index, r, c, _by_position(c.rows.shape[0]), FALLBACK_VERSION),
                 degraded=True,
             )
             for r, c in zip(requests, candidates, strict=True)

@@ -53,6 +53,15 @@ class Item:
     withdrawn: bool = False
 
 
+def item_genres(item: Item) -> tuple[str, ...]:
+    """What the model calls an item's genres: its category and its tags, each once.
+
+    >>> item_genres(Item("m1", "Heat", "Action", ("Crime", "Action", "Thriller")))
+    ('Action', 'Crime', 'Thriller')
+    """
+    return tuple(dict.fromkeys((item.category, *item.tags)))
+
+
 class DeadLetterError(StrEnum):
     OVERSIZE = "oversize"
     MALFORMED_JSON = "malformed_json"

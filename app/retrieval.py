@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
+from app import exclusions
 from app.catalog import CatalogIndex
+from app.exclusions import ExclusionPolicy
 from app.records import Event, EventType
 from app.state import UserState
 from app.text import tokenize
@@ -25,13 +27,18 @@ _NO_MATCH: NDArray[np.float32] = np.zeros(0, dtype=np.float32)
 @dataclass(frozen=True, slots=True)
 class Request:
     """One event to retrieve for: the user's state after it, the query's tokens (searches),
-    the user's favourite categories (strongest first) and their affinities scaled to [0, 1]."""
+    the user's favourite categories (strongest first), their genre affinities scaled to [0, 1]
+    (app.features.genre_affinity), and
+    co-occurrence neighbours of their recent items."""
 
     state: UserState
     event: Event
     tokens: tuple[str, ...]
     top_categories: tuple[str, ...]
     category_affinity: dict[str, float]
+    # Rows of items that followed the user's recent items in other users' sequences
+    # (app.cooccurrence), strongest first, none of them excluded.
+    related: NDArray[np.int32] = field(default_factory=lambda: _NO_ROWS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +96,19 @@ def _match_of(
     return np.where(match_rows[pos] == rows, match[pos], 0.0).astype(np.float32)
 
 
-def _excluded(index: CatalogIndex, state: UserState, event: Event) -> NDArray[np.int32]:
+def excluded_rows(
+    index: CatalogIndex, state: UserState, event: Event, policy: ExclusionPolicy
+) -> NDArray[np.int32]:
+    """Catalog rows the user must not be shown after ``event`` (app.exclusions), sorted."""
     row_of = index.row_of
-    rows = [row_of[i] for i in state.purchased if i in row_of]
-    if event.type is not EventType.SEARCH and event.item_id in row_of:
-        rows.append(row_of[event.item_id])
-    return np.array(rows, dtype=np.int32)
+    ids = exclusions.excluded(
+        (i.item_id for i in state.history),
+        state.purchased,
+        event.item_id,
+        search=event.type is EventType.SEARCH,
+        policy=policy,
+    )
+    return np.array(sorted(row_of[i] for i in ids if i in row_of), dtype=np.int32)
 
 
 def _assemble(
@@ -104,6 +118,7 @@ def _assemble(
     similar: NDArray[np.int32] | None,
     limit: int,
     seen: NDArray[np.bool_],
+    related_quota: int,
 ) -> Candidates:
     """Fill up to ``limit`` rows source by source, each up to its quota of rows not yet taken.
 
@@ -136,6 +151,7 @@ def _assemble(
             # Best-matching first, popularity breaking ties, so a broad query keeps good items.
             order = np.lexsort((-index.popularity[match_rows], -match))
             take(match_rows[order], "query", limit)
+        take(request.related, "related", related_quota)
         if similar is not None:
             take(similar, "similar", limit // 2 if not tokens else limit // 4)
         top = request.top_categories
@@ -158,10 +174,14 @@ def retrieve_batch(
     limit: int,
     similar: bool = True,
     scratch: NDArray[np.bool_] | None = None,
+    policy: ExclusionPolicy = ExclusionPolicy.SEEN,
+    related_share: float = 0.25,
 ) -> list[Candidates]:
-    """Up to ``limit`` distinct active rows per request, excluding purchases (and, for
-    next-items, the item the event is about). Searches take query matches first; all then fill
-    with similar items (one nearest-neighbour search for the batch, skipped when ``similar`` is
+    """Up to ``limit`` distinct active rows per request, none of them excluded by ``policy``
+    (app.exclusions: by default no seen item after a next-item event, no purchase). Searches
+    take query matches first; all then fill
+    with co-occurrence neighbours of the recent items (up to ``related_share`` of ``limit``),
+    similar items (one nearest-neighbour search for the batch, skipped when ``similar`` is
     false), the user's favourite categories and popular items.
 
     ``scratch``: an all-False bool array of at least ``len(index)`` rows to reuse (it is left
@@ -169,7 +189,7 @@ def retrieve_batch(
     seen = scratch if scratch is not None else np.zeros(len(index), dtype=np.bool_)
     if seen.shape[0] < len(index):
         raise ValueError(f"scratch has {seen.shape[0]} rows, the index {len(index)}")
-    excluded = [_excluded(index, r.state, r.event) for r in requests]
+    excluded = [excluded_rows(index, r.state, r.event, policy) for r in requests]
     nearest: list[NDArray[np.int32] | None] = [None] * len(requests)
     if similar and len(index):
         profiles = [user_profile(index, r.state) for r in requests]
@@ -180,8 +200,10 @@ def retrieve_batch(
             found, _scores = index.neighbours.search(queries, k)
             for j, i in enumerate(wanted):
                 nearest[i] = found[j]
+    quota = max(1, int(limit * related_share))
     return [
-        _assemble(index, r, excluded[i], nearest[i], limit, seen) for i, r in enumerate(requests)
+        _assemble(index, r, excluded[i], nearest[i], limit, seen, quota)
+        for i, r in enumerate(requests)
     ]
 
 

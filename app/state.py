@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from app.attribution import Acted, Impression
-from app.records import Event, EventType, Item
+from app.records import Event, EventType, Item, item_genres
 from app.text import tokenize
 
 # How much one event of each type says about a user's taste.
@@ -175,7 +175,9 @@ def apply_event(
         category_affinity = _bump(
             current.category_affinity, factor, (item.category,), weight, limits.max_affinities
         )
-        tag_affinity = _bump(current.tag_affinity, factor, item.tags, weight, limits.max_affinities)
+        # Each of the item's genres once (a tag that repeats the category counts once).
+        tags = item_genres(item)[1:]
+        tag_affinity = _bump(current.tag_affinity, factor, tags, weight, limits.max_affinities)
     elif factor != 1.0:
         category_affinity = _bump(current.category_affinity, factor, (), 0.0, limits.max_affinities)
         tag_affinity = _bump(current.tag_affinity, factor, (), 0.0, limits.max_affinities)

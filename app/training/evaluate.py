@@ -9,7 +9,12 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from app.exclusions import excluded
+from app.state import StateLimits
 from app.training.sequences import Split
+
+# The interactions a user's state keeps (HISTORY_SIZE's default): the worker excludes them.
+KEPT_HISTORY = StateLimits().history_size
 
 # users (the data's user indices) and their input histories -> scores of shape
 # (len(users), n_items + 1); column 0 is the padding item and is ignored.
@@ -21,9 +26,10 @@ def target_ranks(
     histories: list[NDArray[np.int64]],
     targets: NDArray[np.int64],
 ) -> NDArray[np.int64]:
-    """0-based rank of each row's target among all items, the row's history filtered out.
+    """0-based rank of each row's target among all items, the row's ``histories`` (the items
+    excluded for it) filtered out.
 
-    Only items other than the padding column, the history's items and the target itself
+    Only items other than the padding column, those items and the target itself
     compete; the rank counts those scoring strictly higher plus those tied with the target
     (pessimistic: a constant scorer ranks every target last). A history item that is also the
     target is not filtered. NaN scores count as -inf.
@@ -107,6 +113,22 @@ def _progress(total: int, enabled: bool, desc: str) -> _Progress:
     return bar
 
 
+def served_exclusions(
+    histories: list[NDArray[np.int64]], kept: int = KEPT_HISTORY
+) -> list[NDArray[np.int64]]:
+    """What the worker would not show after each history's last interaction
+    (app.exclusions, next-item, the default policy): the last ``kept`` items, as the user's
+    state keeps them (``HISTORY_SIZE``).
+
+    >>> served_exclusions([np.array([1, 2, 3])], kept=2)
+    [array([2, 3])]
+    """
+    return [
+        np.array(sorted(excluded(h[-kept:].tolist(), (), None, search=False)), dtype=np.int64)
+        for h in histories
+    ]
+
+
 def evaluate(
     score_fn: ScoreFn,
     split: Split,
@@ -114,8 +136,11 @@ def evaluate(
     k: int = 10,
     batch_size: int = 256,
     progress: bool = False,
+    kept: int = KEPT_HISTORY,
 ) -> dict[str, float]:
-    """Rank every evaluated user's ``stage`` target against all items the user has not had.
+    """Rank every evaluated user's ``stage`` target against all items the worker could show:
+    items excluded as the worker excludes them (:func:`served_exclusions`: the last ``kept``
+    items of the history) do not compete.
 
     The score function sees users in batches of ``batch_size`` with their input histories
     (:func:`app.training.sequences.history_for`). Returns ``hr@k``, ``ndcg@k``, ``mrr`` and
@@ -138,7 +163,9 @@ def evaluate(
                     f"score_fn returned shape {scores.shape}, "
                     f"expected {(len(chunk), split.n_items + 1)}"
                 )
-            ranks[start : start + len(chunk)] = target_ranks(scores, histories, targets_all[chunk])
+            ranks[start : start + len(chunk)] = target_ranks(
+                scores, served_exclusions(histories, kept), targets_all[chunk]
+            )
             bar.update(len(chunk))
     finally:
         bar.close()

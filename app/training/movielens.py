@@ -129,7 +129,9 @@ def load_ml100k(directory: Path) -> SequenceData:
     order = order[np.argsort(users[order], kind="stable")]
     bounds = np.cumsum(np.bincount(users, minlength=len(user_tokens)))[:-1]
     sequences: list[NDArray[np.int64]] = np.split(items[order], bounds)
+    times_ms = (stamps[order] * 1000.0).astype(np.int64)
     return SequenceData(
+        times=tuple(np.split(times_ms, bounds)),
         n_items=len(item_tokens),
         item_tokens=("", *item_tokens),
         item_titles=("", *(described.get(t, ("", ()))[0] for t in item_tokens)),
@@ -141,8 +143,13 @@ def load_ml100k(directory: Path) -> SequenceData:
 
 def movielens_catalog(data: SequenceData) -> list[Item]:
     """ML-100K's movies as catalog items (item id = movie id, the model package's keys): the first
-    genre is the category, the others are tags, the rating count is the popularity prior."""
-    counts = np.bincount(np.concatenate(data.sequences), minlength=data.n_items + 1)
+    genre is the category, the others are tags, the popularity prior is the rating count in the
+    training part of the leave-one-out split (each user's last two ratings left out, as training
+    leaves them out: no future information, and the number the model learned from)."""
+    counts = np.bincount(
+        np.concatenate([s[:-2] if len(s) >= 3 else s for s in data.sequences]),
+        minlength=data.n_items + 1,
+    )
     return [
         Item(
             item_id=data.item_tokens[i],

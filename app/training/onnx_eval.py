@@ -14,6 +14,7 @@ from app.features import user_features
 from app.ranking import TYPE_IDS
 from app.scoring.base import RankInputs
 from app.scoring.package import LoadedModel, load_package
+from app.training.features import affinity_after
 from app.training.train import ItemTables, model_ids
 
 ScoreFn = Callable[[NDArray[np.int64], list[NDArray[np.int64]]], NDArray[np.float32]]
@@ -58,8 +59,7 @@ def onnx_score_fn(
                 inputs.user_features[r] = user_features(
                     is_search=False, interactions=len(hist), max_len=spec.max_len
                 )
-                counts = (tables.genres[:, hist] > 0).sum(axis=1).astype(np.float32)
-                affinity = counts / counts.max() if counts.max() > 0 else counts
+                affinity = affinity_after(tables.track, int(users[start + r]), len(hist))
                 inputs.candidate_features[r, :, 0] = tables.popularity[1:width]
                 inputs.candidate_features[r, :, 1] = affinity @ tables.genres[:, 1:width]
             inputs.candidate_vectors[:] = items[None]

@@ -24,8 +24,9 @@ class SequenceData:
     """Per-user interaction sequences over items ``1..n_items`` (0 pads), each in time order.
 
     Item ``i`` is ``item_tokens[i]`` in the source data (index 0 is the padding item, ``""``);
-    user ``u`` is ``user_tokens[u]``. ``types`` gives each interaction's kind (1 view, 2 click,
-    3 add_to_cart, 4 purchase; ``None``: every interaction is a click) and ``queries`` the search
+    user ``u`` is ``user_tokens[u]``. ``times`` gives each interaction's time (epoch ms;
+    ``None``: unknown), ``types`` each interaction's kind (1 view, 2 click, 3 add_to_cart,
+    4 purchase; ``None``: every interaction is a click) and ``queries`` the search
     text active at each interaction (``None`` entries outside search sessions; ``None`` overall
     when the data set has no queries). The constructor checks that all of this lines up.
     """
@@ -38,6 +39,8 @@ class SequenceData:
     sequences: tuple[NDArray[np.int64], ...]
     types: tuple[NDArray[np.int64], ...] | None = None
     queries: tuple[tuple[str | None, ...], ...] | None = None
+    # When each interaction happened, epoch milliseconds (None: unknown; see interaction_times).
+    times: tuple[NDArray[np.int64], ...] | None = None
 
     def __post_init__(self) -> None:
         n = self.n_items + 1
@@ -59,7 +62,11 @@ class SequenceData:
             flat = np.concatenate(self.sequences)
             if int(flat.min()) < 1 or int(flat.max()) > self.n_items:
                 raise ValueError(f"item indices must lie in 1..{self.n_items}")
-        for name, per_user in (("types", self.types), ("queries", self.queries)):
+        for name, per_user in (
+            ("types", self.types),
+            ("queries", self.queries),
+            ("times", self.times),
+        ):
             if per_user is None:
                 continue
             if [len(row) for row in per_user] != lengths:
@@ -329,6 +336,22 @@ def _browse(
     return np.array(items, dtype=np.int64), np.array(kinds, dtype=np.int64), tuple(asked)
 
 
+# Data without times: a user's interactions a minute apart from this instant (2020-01-01).
+UNTIMED_START_MS = 1_577_836_800_000
+UNTIMED_STEP_MS = 60_000
+
+
+def interaction_times(data: SequenceData) -> tuple[NDArray[np.int64], ...]:
+    """Every user's interaction times (epoch ms): the data's own, or, for data without times,
+    one minute apart from 2020-01-01 (a session)."""
+    if data.times is not None:
+        return data.times
+    return tuple(
+        UNTIMED_START_MS + UNTIMED_STEP_MS * np.arange(len(s), dtype=np.int64)
+        for s in data.sequences
+    )
+
+
 def combine(primary: SequenceData, extra: SequenceData) -> SequenceData:
     """``primary`` followed by ``extra``: extra's items and users come after primary's (their
     indices shift by ``primary.n_items`` and ``primary.n_users``)."""
@@ -345,6 +368,7 @@ def combine(primary: SequenceData, extra: SequenceData) -> SequenceData:
         return tuple((None,) * len(s) for s in data.sequences)
 
     return SequenceData(
+        times=(*interaction_times(primary), *interaction_times(extra)),
         n_items=primary.n_items + extra.n_items,
         item_tokens=(*primary.item_tokens, *extra.item_tokens[1:]),
         item_titles=(*primary.item_titles, *extra.item_titles[1:]),

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from app.codec import decode_item, parse_time_ms
 from app.ranking import TYPE_IDS
-from app.records import ITEM_EVENTS, Item
+from app.records import ITEM_EVENTS, Item, item_genres
 from app.scoring.package import LoadedModel
 from app.settings import Settings
 from app.topic_reader import read_topic
@@ -80,15 +80,18 @@ def sequence_data(
     users = sorted(u for u, evs in by_user.items() if len(evs) >= min_length)
     sequences: list[NDArray[np.int64]] = []
     types: list[NDArray[np.int64]] = []
+    times: list[NDArray[np.int64]] = []
     for user in users:
         evs = sorted(by_user[user], key=lambda e: (e.time_ms, e.order))
         sequences.append(np.array([index[e.item_id] for e in evs], dtype=np.int64))
         types.append(np.array([TYPE_IDS[e.kind] for e in evs], dtype=np.int64))
+        times.append(np.array([e.time_ms for e in evs], dtype=np.int64))
     return SequenceData(
+        times=tuple(times),
         n_items=len(ordered),
         item_tokens=("", *(i.item_id for i in ordered)),
         item_titles=("", *(i.title for i in ordered)),
-        item_genres=((), *((i.category,) for i in ordered)),
+        item_genres=((), *(item_genres(i) for i in ordered)),
         user_tokens=tuple(users),
         sequences=tuple(sequences),
         types=tuple(types),

@@ -15,8 +15,10 @@ from torch import Tensor
 
 from app.features import user_features
 from app.ranking import TYPE_IDS
+from app.state import StateLimits
 from app.text import term_ids, tokenize
 from app.training.evaluate import evaluate
+from app.training.features import GenreTrack, affinity_after, data_items, genre_track
 from app.training.model import ModelConfig, SequenceRanker
 from app.training.sequences import SequenceData, Split
 
@@ -50,13 +52,14 @@ class ItemTables:
     terms: NDArray[np.int64]  # (n_items + 1, max_item_terms)
     genres: NDArray[np.float32]  # (n_genres, n_items + 1), each item's column sums to 1
     genre_names: tuple[str, ...]
-    popularity: NDArray[np.float32]  # (n_items + 1,) log1p(count) / max
+    popularity: NDArray[np.float32]  # (n_items + 1,) log1p(training count) / catalog max
     tokens: tuple[frozenset[str], ...]  # searchable tokens per item
     token_index: dict[str, int]  # token -> row of ``incidence`` (row 0: unknown token)
     incidence: NDArray[np.float32]  # (tokens + 1, n_items + 1): 1 where an item has the token
     # Items from this index on never use their id embedding: they stand for catalog items the
     # model has never seen, and teach it to rank from text, category and query alone.
     content_only_from: int
+    track: GenreTrack  # every user's genre affinity after each interaction
 
 
 def item_tables(
@@ -64,7 +67,10 @@ def item_tables(
     train: list[NDArray[np.int64]],
     cfg: ModelConfig,
     content_only_from: int | None = None,
+    limits: StateLimits | None = None,
 ) -> ItemTables:
+    """The per-item arrays, and every user's genre affinities computed by the serving code
+    (app.training.features) with ``limits`` (default: the worker's defaults)."""
     n = data.n_items + 1
     terms = np.zeros((n, cfg.max_item_terms), dtype=np.int64)
     tokens: list[frozenset[str]] = [frozenset()]
@@ -73,16 +79,14 @@ def item_tables(
         ids = term_ids(toks, cfg.n_buckets, cfg.max_item_terms)
         terms[i, : len(ids)] = ids
         tokens.append(frozenset(toks))
-    names = tuple(sorted({g for gs in data.item_genres for g in gs}))
-    col = {g: j for j, g in enumerate(names)}
-    genres = np.zeros((len(names), n), dtype=np.float32)
-    for i in range(1, n):
-        gs = data.item_genres[i]
-        for g in gs:
-            genres[col[g], i] = 1.0 / len(gs)
     counts = np.bincount(np.concatenate(train) if train else np.zeros(0, np.int64), minlength=n)
-    log_pop = np.log1p(counts.astype(np.float32))
-    popularity = (log_pop / max(float(log_pop.max()), 1e-9)).astype(np.float32)
+    track = genre_track(data, data_items(data, counts), limits or StateLimits())
+    # As the worker's catalog scales it (app.catalog): log1p(count) over the catalog's largest.
+    # The catalog served is the primary data's items; content-only items are scaled alike.
+    primary = content_only_from if content_only_from is not None else n
+    log_pop = np.log1p(counts.astype(np.float64))
+    top = max(float(log_pop[1:primary].max(initial=0.0)), 1e-9)
+    popularity = np.minimum(log_pop / top, 1.0).astype(np.float32)
     popularity[0] = 0.0
     vocabulary = sorted({t for toks in tokens for t in toks})
     token_index = {t: i + 1 for i, t in enumerate(vocabulary)}
@@ -92,13 +96,14 @@ def item_tables(
             incidence[token_index[t], i] = 1.0
     return ItemTables(
         terms,
-        genres,
-        names,
+        track.genres,
+        track.names,
         popularity,
         tuple(tokens),
         token_index,
         incidence,
         content_only_from if content_only_from is not None else n,
+        track,
     )
 
 
@@ -201,7 +206,7 @@ class BatchMaker:
         types = np.zeros((b, length), dtype=np.int64)
         query_terms = np.zeros((b, length, cfg.max_query_terms), dtype=np.int64)
         feats = np.zeros((b, length, cfg.user_features), dtype=np.float32)
-        genre_counts = np.zeros((b, length, self.tables.genres.shape[0]), dtype=np.float32)
+        affinity = np.zeros((b, length, self.tables.genres.shape[0]), dtype=np.float32)
         query_tokens: list[tuple[int, int, tuple[str, ...]]] = []
         all_types = self.data.types
         for r, (row, start, end) in enumerate(samples):
@@ -214,12 +219,9 @@ class BatchMaker:
             user = self.users[row]
             kinds = all_types[user][start:end] if all_types is not None else None
             types[r, off:] = kinds[:-1] if kinds is not None else TYPE_IDS["click"]
-            running = np.zeros(self.tables.genres.shape[0], dtype=np.float32)
-            if start > 0:  # genre affinity counts everything before the window too
-                running += (self.tables.genres[:, seq[:start]] > 0).sum(axis=1)
+            # The user's genre affinity after each input item, as the worker computes it.
+            affinity[r, off:] = self.tables.track.affinity[user][start : start + n]
             for j in range(n):
-                running += self.tables.genres[:, items[j]] > 0
-                genre_counts[r, off + j] = running
                 query = self._query_for(row, start + j + 1, int(items[j + 1]))
                 count = start + j + 1
                 feats[r, off + j] = user_features(
@@ -230,8 +232,6 @@ class BatchMaker:
                     ids = term_ids(toks, cfg.n_buckets, cfg.max_query_terms)
                     query_terms[r, off + j, : len(ids)] = ids
                     query_tokens.append((r, off + j, toks[: cfg.max_query_terms]))
-        top = genre_counts.max(axis=-1, keepdims=True)
-        affinity = np.divide(genre_counts, top, out=np.zeros_like(genre_counts), where=top > 0)
         return Batch(
             inputs=torch.from_numpy(inputs),
             targets=torch.from_numpy(targets),
@@ -319,8 +319,7 @@ def torch_score_fn(
                 feats[r] = user_features(
                     is_search=False, interactions=len(hist), max_len=cfg.max_len
                 )
-                counts = (tables.genres[:, hist] > 0).sum(axis=1).astype(np.float32)
-                affinity[r] = counts / counts.max() if counts.max() > 0 else counts
+                affinity[r] = affinity_after(tables.track, int(users[r]), len(hist))
             x = torch.from_numpy(inputs)
             mask = (x > 0).float()
             types = torch.where(x > 0, TYPE_IDS["click"], 0)

@@ -115,8 +115,11 @@ def test_coalescing_ranks_each_user_once_per_batch_and_changes_no_state(
     catalog: Catalog, model: LoadedModel, settings: Settings
 ) -> None:
     records = stream(n_users=25, n_events=1200, seed=5)
-    single, single_store, _ = run(make(catalog, model, settings), records, one_at_a_time())
-    batched, batched_store, results = run(make(catalog, model, settings), records, random_sizes(6))
+    coalescing = make(catalog, model, settings, coalesce_users=True)
+    single, single_store, _ = run(coalescing, records, one_at_a_time())
+    batched, batched_store, results = run(
+        make(catalog, model, settings, coalesce_users=True), records, random_sizes(6)
+    )
     assert without_impressions(batched_store) == without_impressions(single_store)
     assert sum(r.coalesced for r in results) > 50
 
@@ -184,7 +187,7 @@ def test_late_records_get_the_cheap_path_and_still_update_state(
     assert {r["model_version"] for r in degraded} == {FALLBACK_VERSION}
     for rec in degraded:
         assert 0 < len(rec["items"]) <= 10
-        assert {i["source"] for i in rec["items"]} <= {"query", "category", "popular"}
+        assert {i["source"] for i in rec["items"]} <= {"query", "related", "category", "popular"}
     # State is applied in full either way; only what the user was shown differs (the last
     # recommendation and the impressions).
     for key, raw in store.items():
