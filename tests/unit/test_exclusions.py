@@ -146,7 +146,8 @@ def test_degraded_and_coalesced_are_counted_per_record(
         )
         for i in range(4)
     ]
-    result = processor.handle_batch(records, {}.get)
+    empty: dict[bytes, bytes] = {}
+    result = processor.handle_batch(records, empty.get)
     recs = [
         o.document() for out in result.outcomes for o in out.outputs if o.role == RECOMMENDATIONS
     ]

@@ -1,0 +1,1 @@
+"""The replay behind ``scripts/replay``: a data set streamed through a live worker, scored."""
