@@ -171,6 +171,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics.update(baselines(split, 10))
     metrics["evaluated"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         plot_quality_latency(metrics, args.output.with_suffix(".png"))
     print(markdown_table(metrics))
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     train_p = sub.choices["train"]
     train_p.add_argument("--out", type=Path, default=Path("models/seqrank-1"))
     train_p.add_argument("--name", default="seqrank")
-    train_p.add_argument("--version", default="1.0.0")
+    train_p.add_argument("--version", default="1.1.0")
     train_p.add_argument("--epochs", type=int, default=200)
     train_p.add_argument("--lr", type=float, default=1e-3)
     train_p.add_argument("--dim", type=int, default=64)

@@ -27,9 +27,9 @@ from tests.model_packages import nan_scores, versioned_copy
 
 pytestmark = pytest.mark.integration
 
-FIRST = "1.0.0"
-NEXT = "1.1.0"
-BROKEN = "1.2.0"
+FIRST = "1.1.0"
+NEXT = "1.2.0"
+BROKEN = "1.3.0"
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_a_new_version_is_used_without_a_restart_and_a_broken_one_is_rejected(
     assert set(versions[e] for e in triggers_of(during)) <= {FIRST, NEXT}
     switched = sum(1 for e in triggers_of(during) if versions[e] == NEXT)
 
-    # A package that loads but scores NaN: rejected, and 1.1.0 keeps serving.
+    # A package that loads but scores NaN: rejected, and NEXT keeps serving.
     broken = versioned_copy(module_tmp / "broken", BROKEN)
     nan_scores(broken)
     announce(kafka, settings, BROKEN, broken)
@@ -96,7 +96,7 @@ def test_a_new_version_is_used_without_a_restart_and_a_broken_one_is_rejected(
     versions = versions_by_event(kafka, settings, triggers_of(later))
     assert {versions[e] for e in triggers_of(later)} == {NEXT}
     assert serving(worker, NEXT) and not serving(worker, BROKEN)
-    assert "model rejected, still serving 1.1.0" in worker.log_tail(400)
+    assert f"model rejected, still serving {NEXT}" in worker.log_tail(400)
 
     # No restart, and every trigger answered.
     assert worker.proc.pid == pid and worker.proc.poll() is None
