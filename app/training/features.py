@@ -23,14 +23,14 @@ EVENT_TYPES = {
 }
 
 
-def data_items(data: SequenceData, counts: NDArray[np.int64]) -> list[Item]:
+def data_items(data: SequenceData, counts: NDArray[np.int64], untitled: str = "Item") -> list[Item]:
     """The data set's items as a catalog holds them (index ``i`` is ``result[i - 1]``): the
     first genre is the category (``unknown`` without one), the others tags, ``counts[i]`` the
-    popularity prior."""
+    popularity prior; an item without a title is called ``untitled`` and its id."""
     return [
         Item(
             item_id=data.item_tokens[i],
-            title=data.item_titles[i] or f"Item {data.item_tokens[i]}",
+            title=data.item_titles[i] or f"{untitled} {data.item_tokens[i]}",
             category=(data.item_genres[i] or ("unknown",))[0],
             tags=tuple(data.item_genres[i][1:]),
             popularity=float(counts[i]),

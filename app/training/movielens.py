@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.records import Item
+from app.training.features import data_items
 from app.training.sequences import SequenceData
 
 # GroupLens itself is out of reach from our machines; PyPI is not, and RecBole's wheel carries
@@ -150,13 +151,4 @@ def movielens_catalog(data: SequenceData) -> list[Item]:
         np.concatenate([s[:-2] if len(s) >= 3 else s for s in data.sequences]),
         minlength=data.n_items + 1,
     )
-    return [
-        Item(
-            item_id=data.item_tokens[i],
-            title=data.item_titles[i] or f"Movie {data.item_tokens[i]}",
-            category=(data.item_genres[i] or ("unknown",))[0],
-            tags=tuple(data.item_genres[i][1:]),
-            popularity=float(counts[i]),
-        )
-        for i in range(1, data.n_items + 1)
-    ]
+    return data_items(data, counts, untitled="Movie")
