@@ -82,11 +82,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ[var] = str(settings.blas_threads)
         from app.kafka_config import KafkaUnavailable
         from app.scoring.base import ModelContractError
-        from app.topics import PartitionMismatch
+        from app.shutdown import EXIT_FAILED, WorkerFailed
+        from app.topics import PartitionMismatch, TopicTooSmall
         from app.worker import run_worker
 
         try:
             run_worker(settings, loglevel=args.loglevel)
+        except WorkerFailed as exc:
+            print(f"liverank: worker failed: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except TopicTooSmall as exc:
+            print(f"liverank: configuration error: {exc}", file=sys.stderr)
+            return 2
         except ModelContractError as exc:
             print(f"liverank: refusing to start: {exc}", file=sys.stderr)
             return 3

@@ -274,6 +274,32 @@ def dead_letter_key(key: bytes | None, max_bytes: int = 1024) -> bytes | None:
     return key if key is None or len(key) <= max_bytes else hashlib.sha256(key).digest()
 
 
+def shrink_dead_letter(value: bytes, max_bytes: int, note: str = "") -> bytes:
+    """The same dead letter copying at most ``max_bytes`` of the record's key and value: for a
+    dead letter the broker refused for its size. The original value's size and sha256 stay;
+    ``note`` is added to the reason.
+
+    >>> letter = encode_dead_letter(
+    ...     DeadLetterError.OVERSIZE, "too big", Source("ev", 0, 7, b"k"), b"x" * 100,
+    ...     received_time_ms=0)
+    >>> small = orjson.loads(shrink_dead_letter(letter, 10, "cut"))
+    >>> small["value_size"], small["value_truncated"], base64.b64decode(small["value_b64"])
+    (100, True, b'xxxxxxxxxx')
+    >>> small["reason"]
+    'too big (cut)'
+    """
+    doc = orjson.loads(value)
+    raw = base64.b64decode(doc["value_b64"])
+    doc["value_b64"] = base64.b64encode(raw[:max_bytes]).decode("ascii")
+    doc["value_truncated"] = bool(doc.get("value_truncated")) or len(raw) > max_bytes
+    if doc.get("key_b64") is not None:
+        key = base64.b64decode(doc["key_b64"])
+        doc["key_b64"] = base64.b64encode(key[:max_bytes]).decode("ascii")
+    if note:
+        doc["reason"] = _clip(f"{doc['reason']} ({note})", MAX_REASON_CHARS)
+    return orjson.dumps(doc)
+
+
 def _impression_fields(
     imp: Impression, user_id: str, *, events_topic: str, window_s: float, emit_time_ms: int
 ) -> dict[str, Any]:

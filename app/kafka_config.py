@@ -62,15 +62,37 @@ def reader_config(
     )
 
 
+# Errors that refuse one record for its size (librdkafka's message.max.bytes, or the topic's
+# max.message.bytes at the broker): a smaller record in its place can still go.
+_TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
+
+
+def too_large(error: KafkaError) -> bool:
+    """Whether ``error`` refused a record for its size."""
+    return error.code() in _TOO_LARGE
+
+
+class RecordRefused(RuntimeError):
+    """librdkafka refused to queue a record (:func:`too_large` says whether for its size)."""
+
+    def __init__(self, topic: str, error: KafkaError) -> None:
+        super().__init__(f"{topic}: {error.str()}")
+        self.topic = topic
+        self.error = error
+
+
 def produce_waiting(producer: Producer, topic: str, wait_s: float = 0.05, **record: Any) -> None:
     """``producer.produce(topic, **record)``; while librdkafka's bounded queue is full, let it
-    deliver (serving callbacks) for ``wait_s`` and retry: back-pressure, not an error."""
+    deliver (serving callbacks) for ``wait_s`` and retry: back-pressure, not an error. Any other
+    refusal raises :class:`RecordRefused`."""
     while True:
         try:
             producer.produce(topic, **record)
             return
         except BufferError:
             producer.poll(wait_s)
+        except KafkaException as exc:
+            raise RecordRefused(topic, exc.args[0]) from None
 
 
 def keyed_by_user(settings: Settings) -> dict[str, str]:

@@ -249,6 +249,27 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.records_refused = Counter(
+            "liverank_records_refused",
+            "Records the producer or the broker refused for their size (librdkafka's "
+            "message.max.bytes, the topic's max.message.bytes), by topic: each was replaced by "
+            "a dead letter that fits (a refused dead letter by a shorter copy of itself).",
+            ["topic"],
+            registry=r,
+        )
+        self.last_progress = Gauge(
+            "liverank_last_progress_timestamp_seconds",
+            "Unix time of the last micro-batch of events processed (or of the last moment "
+            "nothing was waiting on an assigned partition): a stalled worker's stops moving.",
+            registry=r,
+        )
+        self.timestamps_replaced = Counter(
+            "liverank_record_timestamps_replaced",
+            "Event records whose Kafka timestamp was further from the worker's clock than "
+            "MAX_EVENT_AGE_S or MAX_EVENT_FUTURE_S (a producer's clock): the worker's clock "
+            "judged their event_time instead.",
+            registry=r,
+        )
         self._lag_partitions: set[tuple[str, int]] = set()
 
     def set_consumer_lag(self, lags: Mapping[tuple[str, int], int]) -> None:

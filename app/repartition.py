@@ -37,7 +37,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewPartitions  # type: ignore[attr-defined]
 
-from app.kafka_config import admin_client, client_config, produce_waiting
+from app.kafka_config import RecordRefused, admin_client, client_config, produce_waiting
 from app.partitioning import Copy, Move, Partitioner, live_copies, plan_moves
 from app.settings import Settings
 from app.topic_reader import read_topic
@@ -168,7 +168,15 @@ class _Writer:
     def __init__(self, settings: Settings) -> None:
         self._errors: list[str] = []
         self._producer = Producer(
-            client_config(settings, {"acks": "all", "enable.idempotence": True, "linger.ms": 5})
+            client_config(
+                settings,
+                {
+                    "acks": "all",
+                    "enable.idempotence": True,
+                    "linger.ms": 5,
+                    "message.max.bytes": settings.producer_max_message_bytes,
+                },
+            )
         )
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
@@ -176,14 +184,23 @@ class _Writer:
             self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
 
     def put(self, topic: str, key: bytes, value: bytes | None, partition: int) -> None:
-        produce_waiting(
-            self._producer,
-            topic,
-            key=key,
-            value=value,
-            partition=partition,
-            on_delivery=self._on_delivery,
-        )
+        try:
+            produce_waiting(
+                self._producer,
+                topic,
+                key=key,
+                value=value,
+                partition=partition,
+                on_delivery=self._on_delivery,
+            )
+        except RecordRefused as exc:
+            # A refusal stops the migration with the reason, never a traceback; it converges,
+            # so once the cause is fixed a re-run picks up where this one stopped.
+            raise MigrationRefused(
+                f"the state of {key!r} ({len(value or b'')} bytes) could not be written to "
+                f"{topic}[{partition}]: {exc.error.str()}; nothing is lost (old copies stay "
+                "until their tombstone): fix it and run the migration again"
+            ) from None
         self._producer.poll(0)
 
     def confirm(self, timeout_s: float) -> None:

@@ -1,4 +1,5 @@
-"""What a running worker holds: settings, catalog, scorer, processor, metrics and health."""
+"""What a running worker holds: settings, catalog, scorer, processor, metrics, health and its
+way out."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from app.metrics import Metrics
 from app.outputs import OutputProducer
 from app.processor import Processor
 from app.settings import Settings
+from app.shutdown import Shutdown
 from app.watermarks import DueIndex, Watermarks
 
 
@@ -22,5 +24,6 @@ class Runtime:
     health: Health
     outputs: OutputProducer
     watermarks: Watermarks
+    shutdown: Shutdown
     # Attribution windows to close (the sweeper), by partition and user.
     due: DueIndex = field(default_factory=DueIndex)

@@ -10,6 +10,20 @@ from typing import Any, get_type_hints
 
 ENV_PREFIX = "LIVERANK_"
 
+# What a record liverank writes adds to the event or the copied bytes it carries (field names,
+# ids, reason, times, Kafka's record framing), generously.
+RECORD_OVERHEAD_BYTES = 16 * 1024
+
+
+def dead_letter_bound(max_bytes: int) -> int:
+    """The largest dead letter that copies at most ``max_bytes`` of a record's key and of its
+    value (base64: 4 bytes per 3).
+
+    >>> dead_letter_bound(65536)
+    191152
+    """
+    return 2 * (4 * ((max_bytes + 2) // 3)) + RECORD_OVERHEAD_BYTES
+
 
 def _field(default: Any, doc: str) -> Any:
     """A settings field with a description (shown in README.md's configuration table)."""
@@ -174,6 +188,12 @@ class Settings:
     quality_k: int = _field(10, "K of the live hit rate@K.")
     # Ranking.
     top_k: int = _field(10, "Items per recommendation.")
+    exclude: str = _field(
+        "seen",
+        "What a user is never shown (app/exclusions.py): seen (after a next-item event, no "
+        "item of the kept history; never a purchase; a search may show seen items) or "
+        "purchased (only purchases and the event's own item).",
+    )
     candidates: int = _field(200, "Candidates retrieved and scored per event.")
     # Hot path: micro-batching, caches, retrieval index, overload.
     batch_max_events: int = _field(
@@ -183,14 +203,17 @@ class Settings:
         5.0, "Longest wait for a batch to fill, milliseconds; a partial batch then runs."
     )
     coalesce_users: bool = _field(
-        True,
+        False,
         "Rank a user once per batch and kind (search, next items): their earlier triggers in "
-        "the batch get the latest ranking (the record names it in coalesced_into).",
+        "the batch get the latest ranking (the record names it in coalesced_into). Off by "
+        "default: each record then answers its own event, which is what a user who opened that "
+        "page sees; on, it saves model calls for bursty users at the price of earlier records "
+        "carrying a list ranked after later events.",
     )
     deadline_ms: float = _field(
         1000.0,
-        "Events older than this when ranked get the cheap popularity path (counted in "
-        "liverank_degraded_total); 0 turns it off.",
+        "Events older than this when ranked get the cheap path (co-occurrence, favourite "
+        "categories, popular; counted per record in liverank_degraded_total); 0 turns it off.",
     )
     session_timeout_s: float = _field(
         10.0,
@@ -224,6 +247,30 @@ class Settings:
         64 * 1024,
         "Most bytes of an offending record copied into its dead letter (its size and sha256 "
         "are always there).",
+    )
+    producer_max_message_bytes: int = _field(
+        1_000_000,
+        "Largest record liverank's producers send (librdkafka message.max.bytes). Checked at "
+        "start-up against DEAD_LETTER_MAX_BYTES, MAX_EVENT_BYTES and the output topics' "
+        "max.message.bytes; a record refused for its size at run time is replaced by a dead "
+        "letter that fits.",
+    )
+    # Liveness and shutdown.
+    liveness_stall_s: float = _field(
+        120.0,
+        "/healthz fails when an assigned events partition has records waiting and no record has "
+        "been processed for this long, seconds (rebalances and table recovery excepted); 0 "
+        "turns it off.",
+    )
+    shutdown_grace_s: float = _field(
+        30.0,
+        "After SIGTERM (or a fatal error) the process ends within this many seconds, whatever "
+        "the event loop is doing; keep it below the pod's terminationGracePeriodSeconds.",
+    )
+    http_timeout_s: float = _field(
+        5.0,
+        "An HTTP connection that has not sent its whole request within this many seconds is "
+        "closed (one thread serves every connection).",
     )
     # Catalog follower: how often a changed catalog is re-indexed, and how long start-up may wait.
     catalog_refresh_s: float = _field(0.2, "How often catalog changes are re-indexed, seconds.")
@@ -283,6 +330,8 @@ class Settings:
             raise SettingsError(
                 f"log_level must be one of {sorted(LOG_LEVELS)}, not {self.log_level!r}"
             )
+        if self.exclude not in ("seen", "purchased"):
+            raise SettingsError(f"exclude must be seen or purchased, not {self.exclude!r}")
         if self.partitioner not in ("murmur2", "crc32"):
             raise SettingsError(f"partitioner must be murmur2 or crc32, not {self.partitioner!r}")
         if self.log_format.lower() not in LOG_FORMATS:
@@ -303,9 +352,37 @@ class Settings:
             raise SettingsError("max_event_age_s and max_event_future_s must not be negative")
         if self.dead_letter_max_bytes < 256:
             raise SettingsError("dead_letter_max_bytes must be at least 256")
+        self._check_sizes()
+        if self.liveness_stall_s < 0 or self.shutdown_grace_s <= 0 or self.http_timeout_s <= 0:
+            raise SettingsError(
+                "liveness_stall_s must not be negative; shutdown_grace_s and http_timeout_s "
+                "must be positive"
+            )
         self._check_security()
         if self.affinity_half_life_s <= 0:
             raise SettingsError("affinity_half_life_s must be positive")
+
+    def _check_sizes(self) -> None:
+        """Every record liverank writes must fit under ``producer_max_message_bytes``: a dead
+        letter copies up to ``dead_letter_max_bytes`` of a record's key and of its value, in
+        base64, and a feedback record carries an event of up to ``max_event_bytes``."""
+        limit = self.producer_max_message_bytes
+        if not 65_536 <= limit <= 100_000_000:
+            raise SettingsError(
+                f"producer_max_message_bytes must be between 65536 and 100000000, got {limit}"
+            )
+        if dead_letter_bound(self.dead_letter_max_bytes) > limit:
+            raise SettingsError(
+                f"dead_letter_max_bytes {self.dead_letter_max_bytes} makes dead letters of up to "
+                f"{dead_letter_bound(self.dead_letter_max_bytes)} bytes, over "
+                f"producer_max_message_bytes ({limit}); at most "
+                f"{(limit - RECORD_OVERHEAD_BYTES) * 3 // 8} fits"
+            )
+        if self.max_event_bytes + RECORD_OVERHEAD_BYTES > limit:
+            raise SettingsError(
+                f"max_event_bytes {self.max_event_bytes} plus {RECORD_OVERHEAD_BYTES} bytes for "
+                f"the records that carry an event is over producer_max_message_bytes ({limit})"
+            )
 
     def _check_security(self) -> None:
         if self.security_protocol not in SECURITY_PROTOCOLS:

@@ -6,10 +6,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
 
 from app.kafka_config import admin_client
-from app.settings import Settings
+from app.settings import RECORD_OVERHEAD_BYTES, Settings, dead_letter_bound
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,15 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Events, recommendations and feedback share a partition count: all are keyed by user_id."""
     p = settings.partitions
     return [
-        TopicSpec(settings.topic_events, p, role="events in (key: user_id)"),
+        TopicSpec(
+            settings.topic_events,
+            p,
+            # The broker's clock stamps each record: an event's event_time is judged against
+            # it, never against a timestamp its producer chose (the worker also checks any
+            # timestamp against its own clock; app.agents.events.plausible_timestamp).
+            {"message.timestamp.type": "LogAppendTime"},
+            role="events in (key: user_id)",
+        ),
         TopicSpec(
             settings.topic_catalog,
             settings.catalog_partitions,
@@ -112,6 +124,61 @@ def check_partitions(settings: Settings, timeout_s: float = 30.0) -> None:
     problems = partition_problems(settings, existing)
     if problems:
         raise PartitionMismatch("; ".join(problems))
+
+
+class TopicTooSmall(RuntimeError):
+    """A topic's max.message.bytes is below the largest record liverank may write to it."""
+
+
+def needed_message_bytes(settings: Settings) -> dict[str, int]:
+    """The largest record liverank may write to each topic with a size that settings decide:
+    dead letters copy up to ``DEAD_LETTER_MAX_BYTES`` of a record's key and value; forwarded
+    events and feedback records carry up to ``MAX_EVENT_BYTES``."""
+    carrying_event = settings.max_event_bytes + RECORD_OVERHEAD_BYTES
+    return {
+        settings.topic_dead_letters: dead_letter_bound(settings.dead_letter_max_bytes),
+        settings.topic_events: carrying_event,
+        settings.topic_feedback: carrying_event,
+    }
+
+
+def size_problems(settings: Settings, limits: Mapping[str, int]) -> list[str]:
+    """Topics (name -> max.message.bytes) whose limit is below :func:`needed_message_bytes`."""
+    return [
+        f"{name} takes records of at most {limits[name]} bytes (max.message.bytes), but "
+        f"liverank may write {need} bytes to it: raise the topic's max.message.bytes or lower "
+        f"LIVERANK_DEAD_LETTER_MAX_BYTES / LIVERANK_MAX_EVENT_BYTES"
+        for name, need in needed_message_bytes(settings).items()
+        if name in limits and limits[name] < need
+    ]
+
+
+def message_limits(admin: AdminClient, names: Sequence[str], timeout_s: float) -> dict[str, int]:
+    """name -> max.message.bytes, for the topics of ``names`` whose configuration can be read
+    (one missing or not readable, for lack of a DescribeConfigs ACL say, is left out)."""
+    existing = admin.list_topics(timeout=timeout_s).topics
+    resources = [ConfigResource("topic", name) for name in names if name in existing]
+    limits: dict[str, int] = {}
+    if not resources:
+        return limits
+    for resource, future in admin.describe_configs(resources).items():
+        try:
+            entry = future.result(timeout=timeout_s).get("max.message.bytes")
+        except Exception as exc:
+            log.warning("cannot read %s's max.message.bytes: %s", resource.name, exc)
+            continue
+        if entry is not None and entry.value is not None:
+            limits[resource.name] = int(entry.value)
+    return limits
+
+
+def check_message_sizes(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Raise :class:`TopicTooSmall` when a topic cannot take the records settings allow
+    (the settings themselves are checked against the producer's limit when they are read)."""
+    names = list(needed_message_bytes(settings))
+    problems = size_problems(settings, message_limits(admin_client(settings), names, timeout_s))
+    if problems:
+        raise TopicTooSmall("; ".join(problems))
 
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:

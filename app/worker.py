@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 import faust
-from confluent_kafka import Producer
 from faust.exceptions import ConsumerNotStarted
 
 from app import logs
@@ -16,18 +15,12 @@ from app.agents import sweeper
 from app.catalog import Catalog, index_options
 from app.catalog_follower import CatalogFollower
 from app.codec import dead_letter_key, encode_dead_letter
-from app.health import Health, serve
-from app.kafka_config import (
-    PRODUCER_QUEUE,
-    KafkaUnavailable,
-    check_connection,
-    client_config,
-    produce_waiting,
-)
+from app.health import Health, pending, serve
+from app.kafka_config import KafkaUnavailable, check_connection
 from app.main import build_faust_app
 from app.metrics import Metrics, PartitionOffsets, consumer_lag
 from app.model_follower import ModelFollower
-from app.outputs import FlushBeforeCommit, OutputProducer
+from app.outputs import FlushBeforeCommit, OutputProducer, ProducerFailed
 from app.processor import (
     ATTRIBUTION,
     DEAD_LETTERS,
@@ -41,8 +34,9 @@ from app.records import DeadLetterError, Source
 from app.runtime import Runtime
 from app.scoring.gate import ModelSlot, check_candidate
 from app.settings import LOG_LEVELS, Settings
+from app.shutdown import Shutdown, WorkerFailed, bounded_worker
 from app.tables import user_state_table
-from app.topics import PartitionMismatch, check_partitions
+from app.topics import PartitionMismatch, TopicTooSmall, check_message_sizes, check_partitions
 from app.watermarks import Watermarks
 
 log = logging.getLogger(__name__)
@@ -76,6 +70,19 @@ def partition_offsets(consumer: Any, topic: str) -> dict[tuple[str, int], Partit
 def build_worker(settings: Settings, runtime: Runtime) -> faust.App:
     """The Faust app with its topics, table, agent and probes wired to ``runtime``."""
     app = build_faust_app(settings)
+    shutdown = runtime.shutdown
+    # SIGTERM (and a fatal error, which sends it) ends the process within the grace period,
+    # whatever the agent is doing (app.shutdown).
+    # faust's settings declare Worker by its output type only (a symbol or a class is set).
+    app.conf.Worker = bounded_worker(shutdown)  # type: ignore[assignment]
+
+    def stop_without_waiting() -> None:
+        # faust's clean stop waits for every record handed to the agent to be acked: a dead
+        # agent never acks them. After a fatal error stop at once; the unacked records are
+        # not committed, so the restarted worker processes them (at-least-once).
+        app.conf.stream_wait_empty = False
+
+    shutdown.on_fail.append(stop_without_waiting)
 
     def raw_topic(name: str, partitions: int) -> faust.TopicT:
         return app.topic(
@@ -93,7 +100,7 @@ def build_worker(settings: Settings, runtime: Runtime) -> faust.App:
     # stream whenever more than max_messages (100 by default) wait: a micro-batch writes up to
     # one state per user, so let a few batches' worth wait instead.
     app.producer.buffer.max_messages = max(100, 4 * settings.batch_max_events)
-    app.sensors.add(FlushBeforeCommit(runtime.outputs))
+    app.sensors.add(FlushBeforeCommit(runtime.outputs, lambda: shutdown.failed))
     events_agent.register(app, runtime, table, events)
     sweeper.register(app, runtime, table)
     health = runtime.health
@@ -110,12 +117,16 @@ def build_worker(settings: Settings, runtime: Runtime) -> faust.App:
     async def on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         health.set("recovered", False)
 
-    # mode's signal stubs want a positional-only sender; the call is as documented.
+    async def on_assigned(sender: Any, assigned: Any, *args: Any, **kwargs: Any) -> None:
+        health.assigned(tp.partition for tp in assigned if tp.topic == settings.topic_events)
+
+    # mode's signal stubs want a positional-only sender; the calls are as documented.
     app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
+    app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
 
     lag_failed = False
 
-    def update_consumer_lag() -> None:
+    def update_consumer_lag() -> dict[tuple[str, int], PartitionOffsets]:
         nonlocal lag_failed
         try:
             offsets = partition_offsets(app.consumer, settings.topic_events)
@@ -128,27 +139,47 @@ def build_worker(settings: Settings, runtime: Runtime) -> faust.App:
             lag_failed = True
             offsets = {}
         runtime.metrics.set_consumer_lag(consumer_lag(offsets))
+        return offsets
+
+    def update_progress(offsets: dict[tuple[str, int], PartitionOffsets]) -> None:
+        if app.rebalancing or app.in_recovery:
+            health.pause_stall_clock()  # the agent is not expected to take records now
+        else:
+            processed = health.processed_offsets()
+            health.waiting(
+                any(
+                    pending(o.highwater, o.committed, processed.get(partition))
+                    for (_, partition), o in offsets.items()
+                )
+            )
+        runtime.metrics.last_progress.set(health.last_progress)
 
     async def heartbeat() -> None:
-        # Proves the event loop turns (liveness) and tracks rebalances (readiness).
+        # Proves the event loop turns (liveness), tracks rebalances (readiness) and whether
+        # the agent keeps up with what waits on its partitions (liveness from progress).
         health.beat()
         update_recovered()
-        update_consumer_lag()
+        update_progress(update_consumer_lag())
 
     app.timer(interval=1.0)(heartbeat)
     return app
 
 
 def run_worker(settings: Settings, loglevel: str | None = None) -> None:
-    """Load and check the model, preload the catalog, then run Faust until stopped."""
+    """Load and check the model, preload the catalog, then run Faust until stopped.
+
+    Raises :class:`WorkerFailed` when a fatal error (an agent crash, records the producer lost)
+    stopped it."""
     logs.configure(settings, loglevel)
     metrics = Metrics(quality_k=settings.quality_k)
-    health = Health()
-    server = serve(health, metrics, settings.http_host, settings.http_port)
+    health = Health(stall_after_s=settings.liveness_stall_s)
+    shutdown = Shutdown(settings.shutdown_grace_s)
+    server = serve(health, metrics, settings.http_host, settings.http_port, settings.http_timeout_s)
     try:
         brokers = check_connection(settings)
         check_partitions(settings)
-    except (KafkaUnavailable, PartitionMismatch):
+        check_message_sizes(settings)
+    except (KafkaUnavailable, PartitionMismatch, TopicTooSmall):
         server.shutdown()
         raise
     log.info("connected to %d Kafka broker(s) over %s", brokers, settings.security_protocol)
@@ -178,7 +209,20 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
         model.ranker.providers,
     )
 
-    dlq = Producer(client_config(settings, {"linger.ms": 5, "acks": "all", **PRODUCER_QUEUE}))
+    # One producer for every record the worker writes: each produce error is handled there
+    # (a record refused for its size becomes a dead letter that fits; anything else stops the
+    # worker through ``shutdown``).
+    outputs = OutputProducer(
+        settings,
+        {
+            RECOMMENDATIONS: settings.topic_recommendations,
+            FEEDBACK: settings.topic_feedback,
+            DEAD_LETTERS: settings.topic_dead_letters,
+            ATTRIBUTION: settings.topic_attribution,
+        },
+        on_fatal=shutdown.fail,
+        metrics=metrics,
+    )
 
     def dead_letter(error: DeadLetterError, reason: str, source: Source, raw: bytes) -> None:
         metrics.dead_letters.labels(error.value).inc()
@@ -190,10 +234,10 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
             received_time_ms=wall_clock_ms(),
             max_bytes=settings.dead_letter_max_bytes,
         )
-        produce_waiting(
-            dlq, settings.topic_dead_letters, key=dead_letter_key(source.key), value=value
-        )
-        dlq.poll(0)
+        try:
+            outputs.dead_letter(dead_letter_key(source.key), value)
+        except ProducerFailed:
+            pass  # the worker is stopping (shutdown.fail has logged why)
 
     catalog = Catalog(
         model_vectorizer(model.encoder, model.spec),
@@ -211,15 +255,6 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
     models.start()
     health.set("catalog", True)
 
-    outputs = OutputProducer(
-        settings,
-        {
-            RECOMMENDATIONS: settings.topic_recommendations,
-            FEEDBACK: settings.topic_feedback,
-            DEAD_LETTERS: settings.topic_dead_letters,
-            ATTRIBUTION: settings.topic_attribution,
-        },
-    )
     runtime = Runtime(
         settings=settings,
         catalog=catalog,
@@ -228,6 +263,7 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
         health=health,
         outputs=outputs,
         watermarks=Watermarks(idle_ms=WATERMARK_IDLE_MS),
+        shutdown=shutdown,
     )
     app = build_worker(settings, runtime)
     # Faust's worker replaces the root logger's handlers when it starts: hand it ours.
@@ -242,10 +278,19 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
     quiet = ["--quiet"] if settings.log_format.lower() == "json" else []
     sys.argv = [sys.argv[0], *quiet, "worker", "--without-web", "--loglevel", spinner_off]
     try:
-        app.main()
+        try:
+            app.main()
+        except SystemExit:
+            if not shutdown.failed:
+                raise
+        except Exception:
+            if not shutdown.failed:
+                raise
     finally:
+        # Bounded too: the watchdog armed by SIGTERM or the failure still runs.
         models.stop()
         follower.stop()
         outputs.close()
-        dlq.flush(10)
         server.shutdown()
+    if shutdown.failed:
+        raise WorkerFailed(shutdown.reason or "fatal error")

@@ -10,7 +10,7 @@ from typing import cast
 import faust
 from faust.types import EventT, TableT
 
-from app.outputs import Forward
+from app.outputs import Forward, Origin
 from app.partitioning import Partitioner, misplaced
 from app.processor import BatchResult, Processor
 from app.records import Source
@@ -32,12 +32,40 @@ def forward_of(event: EventT[bytes], partition: int) -> Forward:
         msg.value,
         int(msg.timestamp * 1000) if msg.timestamp else None,
         tuple((str(k), bytes(v)) for k, v in items),
+        Source(msg.topic, msg.partition, msg.offset, msg.key),
     )
 
 
-def source_of(event: EventT[bytes]) -> Source:
+def plausible_timestamp(
+    timestamp_ms: int | None, now_ms: int, max_age_s: float, max_future_s: float
+) -> int:
+    """The record's Kafka timestamp if it is within the event-time limits of ``now_ms`` (the
+    worker's clock), else ``now_ms``.
+
+    The processor judges an event's ``event_time`` against its record's timestamp, so that a
+    replay decides as the first run did. With ``CreateTime`` that timestamp is the producer's
+    own clock, which can claim 1970 or 2100 as readily as the event: such a timestamp is not
+    believed, and the worker's clock judges the event instead.
+
+    >>> plausible_timestamp(1_000_000, 1_000_500, max_age_s=60, max_future_s=60)
+    1000000
+    >>> plausible_timestamp(0, 1_000_000_000, max_age_s=60, max_future_s=60)
+    1000000000
+    >>> plausible_timestamp(None, 5, max_age_s=0, max_future_s=0)
+    5
+    """
+    if not timestamp_ms or timestamp_ms < 0:
+        return now_ms
+    if max_future_s and timestamp_ms - now_ms > max_future_s * 1000:
+        return now_ms
+    if max_age_s and now_ms - timestamp_ms > max_age_s * 1000:
+        return now_ms
+    return timestamp_ms
+
+
+def source_of(event: EventT[bytes], timestamp_ms: int) -> Source:
     msg = event.message
-    return Source(msg.topic, msg.partition, msg.offset, msg.key, int(msg.timestamp * 1000))
+    return Source(msg.topic, msg.partition, msg.offset, msg.key, timestamp_ms)
 
 
 def table_reader(
@@ -84,7 +112,10 @@ def register(
         for event in batch:
             msg = event.message
             home = misplaced(msg.key, msg.partition, settings.partitions, partitioner)
-            if home is None:
+            # A record over MAX_EVENT_BYTES is dead-lettered (oversize) wherever it is:
+            # forwarding it would only move the dead letter, at the cost of a copy that may
+            # not even fit the topic.
+            if home is None or len(msg.value or b"") > settings.max_event_bytes:
                 keep.append(event)
             else:
                 forwards.append(forward_of(event, home))
@@ -145,8 +176,42 @@ def register(
                 )
                 warned["at"], warned["degraded"] = time.monotonic(), 0
 
+    def sources_of(batch: Sequence[EventT[bytes]]) -> list[Source]:
+        now_ms = time.time_ns() // 1_000_000
+        sources = []
+        for event in batch:
+            stamped = int(event.message.timestamp * 1000) if event.message.timestamp else None
+            timestamp_ms = plausible_timestamp(
+                stamped, now_ms, settings.max_event_age_s, settings.max_event_future_s
+            )
+            if timestamp_ms != stamped:
+                metrics.timestamps_replaced.inc()
+            metrics.queue_age.observe(max(0, now_ms - timestamp_ms) / 1000.0)
+            sources.append(source_of(event, timestamp_ms))
+        return sources
+
+    def progressed(taken: Sequence[EventT[bytes]]) -> None:
+        newest: dict[int, int] = {}
+        for event in taken:
+            msg = event.message
+            if msg.offset > newest.get(msg.partition, -1):
+                newest[msg.partition] = msg.offset
+        health.processed(newest)
+
+    health = runtime.health
+
     @app.agent(events, name="liverank.events")
     async def process_events(stream: faust.StreamT[bytes]) -> None:
+        # faust would restart a crashed agent, but the new one takes no records from the
+        # partitions the old one held (issue 14): a crash ends the process instead, loudly,
+        # and the restarted worker processes those records again (at-least-once).
+        try:
+            await process(stream)
+        except Exception as exc:
+            runtime.shutdown.fail(f"the events agent crashed: {type(exc).__name__}: {exc}", exc)
+            raise
+
+    async def process(stream: faust.StreamT[bytes]) -> None:
         # take_events() acks a batch's events only after this body has handed the batch's
         # outputs to the producer; every commit first flushes it (FlushBeforeCommit) and
         # faust's own producer (state changelog): at-least-once.
@@ -157,12 +222,9 @@ def register(
             started = time.perf_counter()
             batch = reroute(taken)
             if not batch:
+                progressed(taken)
                 continue
-            now_ms = time.time_ns() // 1_000_000
-            sources = [source_of(e) for e in batch]
-            for source in sources:
-                if source.timestamp_ms is not None:
-                    metrics.queue_age.observe(max(0, now_ms - source.timestamp_ms) / 1000.0)
+            sources = sources_of(batch)
             result = processor.handle_batch(
                 [(e.message.value, s) for e, s in zip(batch, sources, strict=True)],
                 table_reader(concrete, table, batch),
@@ -180,7 +242,11 @@ def register(
                     # that no restore or standby brings the state back.
                     concrete._set_current_event(event)
                     table.pop(outcome.user_id.encode("utf-8"), None)
-            outputs.produce(out for outcome in result.outcomes for out in outcome.outputs)
+            outputs.produce_answers(
+                (outcome.outputs, Origin(source, event.message.value or b""))
+                for outcome, source, event in zip(result.outcomes, sources, batch, strict=True)
+                if outcome.outputs
+            )
             # Only now are these records' events applied: attribution windows up to here close.
             newest: dict[int, int] = {}
             for source in sources:
@@ -191,5 +257,6 @@ def register(
             for partition, record_ms in newest.items():
                 watermarks.advance(partition, record_ms)
             record(result, started)
+            progressed(taken)
 
     _ = process_events

@@ -16,7 +16,7 @@ from faust.streams import _current_event
 from faust.types import TableT
 
 from app.attribution import next_due
-from app.outputs import DeliveryError
+from app.outputs import DeliveryError, ProducerFailed
 from app.processor import Outcome
 from app.runtime import Runtime
 from app.state import decode_state
@@ -111,6 +111,10 @@ def register(app: faust.App, runtime: Runtime, table: TableT[bytes, bytes]) -> N
             for u in users:
                 due.set(partition, u, up_to)
             return
+        except ProducerFailed:
+            # Records were lost and the worker is stopping (the producer told it why); the
+            # states keep these impressions open, so the next run sweeps them again.
+            return
         for r in results:
             if r.user_id is None:
                 continue
@@ -121,7 +125,7 @@ def register(app: faust.App, runtime: Runtime, table: TableT[bytes, bytes]) -> N
 
     async def sweep() -> None:
         # No table access while partitions move or recover; the next round catches up.
-        if app.rebalancing or app.in_recovery or app.should_stop:
+        if app.rebalancing or app.in_recovery or app.should_stop or runtime.shutdown.failed:
             return
         if not app.flow_control.is_active():
             return

@@ -30,6 +30,10 @@ class Preset:
 
 # Quick: one catalog, short levels; about 3 minutes on a 2-core machine, broker start included.
 QUICK = Preset("10000", "500,1000,2000,5000", "1000,5000", 6.0, 2.0, 8.0, 10_000, 40_000)
+# Smoke: every system on a tiny catalog at a tiny rate for seconds; scripts/test runs it (its
+# test is tests/integration/test_bench_smoke.py) so that the shipped benchmark cannot rot. Its
+# figures mean nothing.
+SMOKE = Preset("1000", "50", "50", 2.0, 1.0, 2.0, 200, 500)
 FULL = Preset(
     "10000,1000000", "500,1000,2000,5000", "500,1000,2000,5000", 20.0, 3.0, 20.0, 20_000, 120_000
 )
@@ -58,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
         "the bare Kafka pipe, measured from the output records.",
     )
     p.add_argument("--quick", action="store_true", help="10,000 items, short levels: ~3-4 min")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every system, 1,000 items, 50 events/s for seconds: checks the benchmark runs "
+        "(scripts/test does), measures nothing",
+    )
     p.add_argument("--catalogs", help="catalog sizes (default: 10000,1000000; quick: 10000)")
     p.add_argument("--rates", help="open-loop rates, events/s (default: 500,1000,2000,5000)")
     p.add_argument("--pipe-rates", help="rates for the pipe (default: as --rates; quick fewer)")
@@ -110,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def build_config(args: argparse.Namespace, work_dir: Path) -> BenchConfig:
-    preset = QUICK if args.quick else FULL
+    preset = SMOKE if args.smoke else QUICK if args.quick else FULL
     catalogs = tuple(int(n) for n in _numbers(args.catalogs or preset.catalogs))
     rates = _numbers(args.rates or preset.rates)
     pipe_rates = _numbers(args.pipe_rates or args.rates or preset.pipe_rates)

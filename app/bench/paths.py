@@ -24,7 +24,7 @@ START_MS = 1_790_000_000_000
 
 def records(n_items: int, n_events: int, seed: int) -> list[tuple[bytes, Source]]:
     traffic = Traffic(make_catalog(n_items, seed=seed), n_users=max(10, n_events // 20), seed=seed)
-    out = []
+    out: list[tuple[bytes, Source]] = []
     for event in traffic.interleaved(n_events, concurrent=64, start_ms=START_MS, step_ms=20):
         out.append((encode_event(event), Source("events", 0, len(out), event.user_id.encode())))
     return out

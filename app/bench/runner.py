@@ -449,13 +449,15 @@ class Bench:
     # ------------------------------------------------------------------ systems
 
     def _system_settings(self, tag: str, catalog_topic: str, workdir: Path) -> Settings:
+        # namespaced() names every topic itself; the catalog topic is then swapped for the one
+        # shared by the systems compared on one catalog (passing it to namespaced() as well
+        # would name the field twice).
         return self.base.namespaced(
             tag,
-            topic_catalog=catalog_topic,  # shared by the systems compared on one catalog
             data_dir=workdir / "data",
             http_port=pick_free_ports(1)[0],
             catalog_preload_timeout_s=max(self.base.catalog_preload_timeout_s, 1800.0),
-        )
+        ).replace(topic_catalog=catalog_topic)
 
     def _configured_variant(self) -> str:
         """The ranker the settings ask for; ``auto`` is FP32 on a CPU (see Settings)."""

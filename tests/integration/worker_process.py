@@ -27,7 +27,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def isolated_settings(bootstrap: str, tmp: Path, **changes: object) -> Settings:
-    """Settings with topic names, app id (group, changelog) and data dir of their own."""
+    """Settings with topic names, app id (group, changelog) and data dir of their own.
+
+    The overload deadline is off: on a busy machine records wait in Kafka longer than any
+    deadline, and the cheap path would answer them (``cheap-path``), so what a test
+    sees would depend on the machine's speed. A test about the deadline turns it on itself."""
     tag = uuid.uuid4().hex[:8]
     base = Settings(bootstrap_servers=bootstrap).namespaced(
         f"it-{tag}",
@@ -36,6 +40,7 @@ def isolated_settings(bootstrap: str, tmp: Path, **changes: object) -> Settings:
         model_path=ROOT / "models" / "seqrank-1",
         http_port=pick_free_ports(1)[0],
         catalog_refresh_s=0.1,
+        deadline_ms=0.0,
     )
     return base.replace(**changes)
 
@@ -54,11 +59,16 @@ class WorkerProcess:
         log_path: Path,
         loglevel: str = "info",
         stdout_path: Path | None = None,
+        module: str = "app",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.log_path = log_path
         self.loglevel = loglevel
         self.stdout_path = stdout_path
+        # ``python -m <module> worker``: tests.integration.faulty_worker injects faults.
+        self.module = module
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,10 +78,11 @@ class WorkerProcess:
     def start(self, ready_timeout_s: float = 120.0) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVERANK_")}
         env.update(settings_env(self.settings))
+        env.update(self.env)
         with self.log_path.open("ab") as log:
             out = self.stdout_path.open("ab") if self.stdout_path is not None else None
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app", "worker", "--loglevel", self.loglevel],
+                [sys.executable, "-m", self.module, "worker", "--loglevel", self.loglevel],
                 cwd=ROOT,
                 env=env,
                 stdout=out if out is not None else log,
@@ -110,6 +121,16 @@ class WorkerProcess:
             self.proc.wait()
             raise AssertionError(
                 f"worker did not stop within {timeout_s}s:\n{self.log_tail()}"
+            ) from None
+
+    def wait_exit(self, timeout_s: float = 120.0) -> int:
+        """Wait for the worker to end by itself; its exit code."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"worker still running after {timeout_s}s:\n{self.log_tail()}"
             ) from None
 
     def kill(self) -> None:

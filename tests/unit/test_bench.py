@@ -20,7 +20,7 @@ from app.bench.load import Schedule, TimeText, event_id, make_templates, sequenc
 from app.bench.naive import NaiveRanker
 from app.bench.report import EIGHTY, evaluate_targets, read_json, render_markdown, write_json
 from app.bench.results import FIXED, MAX, BenchResults, CatalogPrep, StepResult, SystemResult
-from app.bench.runner import MAX_WARMUP_S, SaturationControl
+from app.bench.runner import MAX_WARMUP_S, Bench, BenchConfig, SaturationControl
 from app.bench.stats import CounterSample, LatencySummary, kept_up, rate_between, summarize
 from app.bench.systems import apply_env, parse_env_pairs, worker_variant
 from app.codec import decode_event, encode_event, format_time_ms
@@ -383,3 +383,25 @@ def test_json_round_trip(tmp_path: Path) -> None:
     assert again == results
     assert again.system("liverank", 10_000).max_eps == 6000.0  # type: ignore[union-attr]
     assert again.system("naive", 10_000).steps[0].latency_ms.p99 is None  # type: ignore[union-attr]
+
+
+def test_system_settings_share_the_catalog_topic_and_namespace_the_rest(tmp_path: Path) -> None:
+    # Issue 14: namespaced(tag, topic_catalog=...) named the field twice (TypeError).
+    config = BenchConfig(
+        catalogs=(100,),
+        rates=(10.0,),
+        duration_s=1.0,
+        warmup_s=0.0,
+        max_duration_s=1.0,
+        systems=("worker",),
+        pipe_rates=(10.0,),
+        naive_catalogs=None,
+        users=10,
+        templates=10,
+        naive_variant=None,
+        work_dir=tmp_path,
+    )
+    settings = Bench(Settings(), config)._system_settings("t9", "shared.catalog", tmp_path)
+    assert settings.topic_catalog == "shared.catalog"
+    assert settings.topic_events == "t9.events" and settings.app_id == "t9"
+    assert settings.data_dir == tmp_path / "data"

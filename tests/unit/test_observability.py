@@ -78,6 +78,7 @@ def test_the_alerts_are_there(rules: Obj) -> None:
         "LiverankDeadLettersHigh",
         "LiverankNoReadyWorkers",
         "LiverankDegradationHigh",
+        "LiverankNoProgress",
     }
 
 

@@ -1,0 +1,43 @@
+"""``scripts/bench --smoke`` against the session's broker: every system starts, takes a tiny
+load and is measured, and the report is written, so the shipped benchmark cannot break
+unnoticed (issue 14: it did not run at HEAD and nothing caught it). Its figures are not
+checked: they depend on the machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import orjson
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_benchmark_runs_every_system(bootstrap: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVERANK_")}
+    env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "bench"), "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    results = orjson.loads((tmp_path / "latest" / "results.json").read_bytes())
+    systems = {s["system"]: s for s in results["systems"]}
+    assert set(systems) == {"pipe", "liverank", "naive"}, systems.keys()
+    for system in results["systems"]:
+        assert system["error"] is None, system
+        assert system["steps"], system
+        # Every system answered the fixed-rate level's events (however fast).
+        fixed = [s for s in system["steps"] if s["kind"] != "max"]
+        assert fixed and all(s["records"] > 0 for s in fixed), fixed
+    assert (tmp_path / "latest" / "results.md").exists()
+    print(f"\nbench smoke: {', '.join(systems)} ran in {results['wall_s']:.0f} s")
