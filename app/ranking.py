@@ -132,7 +132,9 @@ class Ranker:
         spec = self.spec
         return tokens, tuple(term_ids(tokens, spec.n_buckets, spec.max_query_terms))
 
-    def _request(self, state: UserState, event: Event, related: Sequence[str] = ()) -> Request:
+    def _request(
+        self, state: UserState, event: Event, related: Sequence[str] = (), *, model: bool = True
+    ) -> Request:
         categories, _tags = state.affinities_at(
             event.event_time_ms, self.params.affinity_half_life_s
         )
@@ -149,7 +151,10 @@ class Ranker:
             event,
             tokens,
             top,
-            genre_affinity(state, event.event_time_ms, self.params.affinity_half_life_s),
+            # Only the model reads the genre affinities.
+            genre_affinity(state, event.event_time_ms, self.params.affinity_half_life_s)
+            if model
+            else {},
             np.array(rows, dtype=np.int32) if rows else _NO_ROWS,
         )
 
@@ -201,12 +206,14 @@ class Ranker:
         index: CatalogIndex,
         batch: Sequence[tuple[UserState, Event]],
         related: Sequence[Sequence[str]] | None,
+        *,
+        model: bool = True,
     ) -> list[Request]:
         self._row_of = index.row_of
         if related is None:
-            return [self._request(state, event) for state, event in batch]
+            return [self._request(state, event, model=model) for state, event in batch]
         return [
-            self._request(state, event, rel)
+            self._request(state, event, rel, model=model)
             for (state, event), rel in zip(batch, related, strict=True)
         ]
 
@@ -249,7 +256,7 @@ class Ranker:
         popular items in their favourite categories, then popular items, in that order (the
         score falls with the position). The same exclusions as the model path. Marked
         ``degraded``."""
-        requests = self._requests(index, batch, related)
+        requests = self._requests(index, batch, related, model=False)
         candidates = retrieve_batch(
             index,
             requests,

@@ -96,10 +96,10 @@ def _match_of(
     return np.where(match_rows[pos] == rows, match[pos], 0.0).astype(np.float32)
 
 
-def excluded_rows(
+def excluded_row_set(
     index: CatalogIndex, state: UserState, event: Event, policy: ExclusionPolicy
-) -> NDArray[np.int32]:
-    """Catalog rows the user must not be shown after ``event`` (app.exclusions), sorted."""
+) -> set[int]:
+    """Catalog rows the user must not be shown after ``event`` (app.exclusions)."""
     row_of = index.row_of
     ids = exclusions.excluded(
         (i.item_id for i in state.history),
@@ -108,7 +108,14 @@ def excluded_rows(
         search=event.type is EventType.SEARCH,
         policy=policy,
     )
-    return np.array(sorted(row_of[i] for i in ids if i in row_of), dtype=np.int32)
+    return {row_of[i] for i in ids if i in row_of}
+
+
+def excluded_rows(
+    index: CatalogIndex, state: UserState, event: Event, policy: ExclusionPolicy
+) -> NDArray[np.int32]:
+    """:func:`excluded_row_set`, sorted, as an array."""
+    return np.array(sorted(excluded_row_set(index, state, event, policy)), dtype=np.int32)
 
 
 def _assemble(
@@ -167,6 +174,53 @@ def _assemble(
     return Candidates(rows=rows, sources=sources, query_match=_match_of(rows, match_rows, match))
 
 
+def _assemble_small(
+    index: CatalogIndex,
+    request: Request,
+    skip: set[int],
+    limit: int,
+    related_quota: int,
+) -> Candidates:
+    """:func:`_assemble` without a similarity search, in plain Python: for the cheap path's
+    page-sized lists, where a handful of set lookups costs less than numpy's per-call overhead.
+    Same sources, order and quotas (tests/unit/test_exclusions.py compares the two). ``skip``:
+    the excluded rows; rows taken are added to it."""
+    taken: list[int] = []
+    labels: list[tuple[str, int]] = []
+
+    def take(rows: NDArray[np.int32], source: str, quota: int) -> None:
+        quota = min(quota, limit - len(taken))
+        if quota <= 0 or rows.size == 0:
+            return
+        got = 0
+        for row in rows[: quota + len(skip)].tolist():
+            if row >= 0 and row not in skip:
+                skip.add(row)
+                taken.append(row)
+                got += 1
+                if got == quota:
+                    break
+        if got:
+            labels.append((source, got))
+
+    match_rows, match = query_matches(index, request.tokens)
+    if match_rows.size:
+        order = np.lexsort((-index.popularity[match_rows], -match))
+        take(match_rows[order], "query", limit)
+    take(request.related, "related", related_quota)
+    top = request.top_categories
+    for category in top:
+        take(index.rows_for_category(category), "category", limit // (2 * max(1, len(top))))
+    take(index.popular_rows, "popular", limit)
+    rows = np.array(taken, dtype=np.int32) if taken else _NO_ROWS
+    sources = tuple(itertools.chain.from_iterable(itertools.repeat(s, n) for s, n in labels))
+    return Candidates(rows=rows, sources=sources, query_match=_match_of(rows, match_rows, match))
+
+
+# Lists up to this long without a similarity search are assembled in plain Python.
+SMALL_LIMIT = 64
+
+
 def retrieve_batch(
     index: CatalogIndex,
     requests: Sequence[Request],
@@ -186,6 +240,14 @@ def retrieve_batch(
 
     ``scratch``: an all-False bool array of at least ``len(index)`` rows to reuse (it is left
     all False); without it one is allocated."""
+    quota = max(1, int(limit * related_share))
+    if not similar and limit <= SMALL_LIMIT:
+        return [
+            _assemble_small(
+                index, r, excluded_row_set(index, r.state, r.event, policy), limit, quota
+            )
+            for r in requests
+        ]
     seen = scratch if scratch is not None else np.zeros(len(index), dtype=np.bool_)
     if seen.shape[0] < len(index):
         raise ValueError(f"scratch has {seen.shape[0]} rows, the index {len(index)}")
@@ -200,7 +262,6 @@ def retrieve_batch(
             found, _scores = index.neighbours.search(queries, k)
             for j, i in enumerate(wanted):
                 nearest[i] = found[j]
-    quota = max(1, int(limit * related_share))
     return [
         _assemble(index, r, excluded[i], nearest[i], limit, seen, quota)
         for i, r in enumerate(requests)

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 
 from app.catalog import Catalog
 from app.codec import encode_event
 from app.cooccurrence import Cooccurrence
+from app.exclusions import ExclusionPolicy
 from app.processor import RECOMMENDATIONS, Processor
 from app.ranking import FALLBACK_VERSION
 from app.records import Event, Source
+from app.retrieval import Request, _assemble, _assemble_small, excluded_row_set, excluded_rows
 from app.scoring.package import LoadedModel
 from app.settings import Settings
-from app.state import decode_state
+from app.state import StateLimits, apply_event, decode_state
 
 NOW = 1_790_000_000_500
 
@@ -171,3 +174,45 @@ def test_cooccurrence_keeps_memory_bounded_and_the_strongest_successors() -> Non
 @pytest.mark.parametrize("policy", ["seen", "purchased"])
 def test_settings_accept_the_policies(settings: Settings, policy: str) -> None:
     assert settings.replace(exclude=policy).exclude == policy
+
+
+def test_the_small_assembly_takes_what_the_vectorized_one_takes(
+    music_catalog: Catalog,
+    model: LoadedModel,
+    settings: Settings,
+    event_factory: Callable[..., Event],
+) -> None:
+    """The cheap path's plain-Python assembly and the numpy one agree, row for row."""
+    index = music_catalog.index
+    state = None
+    events = [
+        event_factory("click", item_id="rock-1"),
+        event_factory("purchase", item_id="jazz-3"),
+        event_factory("view", item_id="classical-2"),
+        event_factory("click", item_id="rock-4"),
+    ]
+    for e in events:
+        state = apply_event(state, e, index.item(e.item_id or ""), StateLimits())
+    assert state is not None
+    policy = ExclusionPolicy.SEEN
+    for event in [events[-1], event_factory("search", query="jazz vinyl")]:
+        for related in ([], ["classical-5", "rock-4", "jazz-6", "nope"]):
+            rows = np.array([index.row_of[i] for i in related if i in index.row_of], np.int32)
+            request = Request(
+                state, event, ("jazz", "vinyl") if event.query else (), ("rock", "jazz"), {}, rows
+            )
+            for limit in (5, 10, 30):
+                scratch = np.zeros(len(index), dtype=np.bool_)
+                excluded = excluded_rows(index, state, event, policy)
+                big = _assemble(index, request, excluded, None, limit, scratch, limit)
+                small = _assemble_small(
+                    index,
+                    request,
+                    excluded_row_set(index, state, event, policy),
+                    limit,
+                    limit,
+                )
+                assert big.rows.tolist() == small.rows.tolist()
+                assert big.sources == small.sources
+                assert np.array_equal(big.query_match, small.query_match)
+                assert not scratch.any()
