@@ -266,6 +266,26 @@ class _Publisher(Generic[R]):
     def publish(self, event: Event) -> R:
         raise NotImplementedError
 
+    def _item_event(
+        self,
+        kind: EventType,
+        user_id: str,
+        item_id: str,
+        event_id: str | None,
+        event_time: datetime | None,
+        context: Context | None,
+    ) -> R:
+        return self.publish(
+            build_event(
+                kind,
+                user_id,
+                item_id=item_id,
+                event_id=event_id,
+                event_time=event_time,
+                context=context,
+            )
+        )
+
     def view(
         self,
         user_id: str,
@@ -276,16 +296,7 @@ class _Publisher(Generic[R]):
         context: Context | None = None,
     ) -> R:
         """Publish a view of ``item_id`` (state only: the worker sends no recommendation)."""
-        return self.publish(
-            build_event(
-                EventType.VIEW,
-                user_id,
-                item_id=item_id,
-                event_id=event_id,
-                event_time=event_time,
-                context=context,
-            )
-        )
+        return self._item_event(EventType.VIEW, user_id, item_id, event_id, event_time, context)
 
     def click(
         self,
@@ -297,16 +308,7 @@ class _Publisher(Generic[R]):
         context: Context | None = None,
     ) -> R:
         """Publish a click; the worker answers with next-item recommendations."""
-        return self.publish(
-            build_event(
-                EventType.CLICK,
-                user_id,
-                item_id=item_id,
-                event_id=event_id,
-                event_time=event_time,
-                context=context,
-            )
-        )
+        return self._item_event(EventType.CLICK, user_id, item_id, event_id, event_time, context)
 
     def add_to_cart(
         self,
@@ -318,15 +320,8 @@ class _Publisher(Generic[R]):
         context: Context | None = None,
     ) -> R:
         """Publish an add-to-cart; the worker answers with next-item recommendations."""
-        return self.publish(
-            build_event(
-                EventType.ADD_TO_CART,
-                user_id,
-                item_id=item_id,
-                event_id=event_id,
-                event_time=event_time,
-                context=context,
-            )
+        return self._item_event(
+            EventType.ADD_TO_CART, user_id, item_id, event_id, event_time, context
         )
 
     def purchase(
@@ -339,16 +334,7 @@ class _Publisher(Generic[R]):
         context: Context | None = None,
     ) -> R:
         """Publish a purchase; the item is never recommended to the user again."""
-        return self.publish(
-            build_event(
-                EventType.PURCHASE,
-                user_id,
-                item_id=item_id,
-                event_id=event_id,
-                event_time=event_time,
-                context=context,
-            )
-        )
+        return self._item_event(EventType.PURCHASE, user_id, item_id, event_id, event_time, context)
 
     def search(
         self,
