@@ -40,7 +40,7 @@ from app.logs import (
     claimed_event_id,
     truncated,
 )
-from app.ranking import Ranker, RankingParams
+from app.ranking import Hints, Ranker, RankingParams
 from app.records import (
     NEXT_ITEM_TRIGGERS,
     DeadLetterError,
@@ -49,6 +49,7 @@ from app.records import (
     Recommendation,
     Source,
 )
+from app.retrieval import excluded_ids
 from app.scoring.base import Scorer
 from app.scoring.package import ModelSpec
 from app.settings import Settings
@@ -171,6 +172,8 @@ class _Step:
     # Items that followed the user's recent items in the stream so far (at this record, so
     # batching cannot change them): candidates of their own, and the cheap path's answer.
     related: tuple[str, ...] = ()
+    # What the user must not be shown after this event (app.exclusions), worked out once.
+    excluded: frozenset[str] | None = None
 
 
 def _applied(step: _Step) -> UserState:
@@ -440,16 +443,10 @@ class Processor:
             if history[-1].item_id == event.item_id:  # searches add nothing to the history
                 self.cooccurrence.add(history[-2].item_id, event.item_id)
         related: tuple[str, ...] = ()
+        skip: frozenset[str] | None = None
         if trigger:
             recent = [i.item_id for i in history[-3:]]
-            search = event.type is EventType.SEARCH
-            skip = exclusions.excluded(
-                (i.item_id for i in history),
-                state.purchased,
-                None if search else event.item_id,
-                search=search,
-                policy=self.params.exclusion,
-            )
+            skip = excluded_ids(state, event, self.params.exclusion)
             related = tuple(self.cooccurrence.top(recent, RELATED_CANDIDATES, exclude=skip))
         rules: tuple[str, ...] = ()
         if not duplicate:
@@ -460,7 +457,16 @@ class Processor:
             if previous is not None and event.event_time_ms < previous.updated_ms:
                 rules += (RULE_OUT_OF_ORDER,)
         return _Step(
-            position, event, source, raw, state, duplicate, trigger, rules, related=related
+            position,
+            event,
+            source,
+            raw,
+            state,
+            duplicate,
+            trigger,
+            rules,
+            related=related,
+            excluded=skip,
         )
 
     def _load(
@@ -558,7 +564,7 @@ class Processor:
         index: CatalogIndex,
         steps: list[_Step],
         ranker: Callable[
-            [CatalogIndex, Sequence[tuple[UserState, Event]], Sequence[Sequence[str]]],
+            [CatalogIndex, Sequence[tuple[UserState, Event]], Sequence[Hints]],
             list[Recommendation],
         ],
     ) -> None:
@@ -566,7 +572,9 @@ class Processor:
             return
         try:
             recs = ranker(
-                index, [(_applied(s), s.event) for s in steps], [s.related for s in steps]
+                index,
+                [(_applied(s), s.event) for s in steps],
+                [(s.related, s.excluded) for s in steps],
             )
         except Exception as exc:
             if len(steps) == 1:

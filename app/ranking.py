@@ -29,6 +29,9 @@ from app.text import term_ids, tokenize
 
 # The model_version of degraded recommendations: no model ranked them.
 FALLBACK_VERSION = "cheap-path"
+# Per event, what the processor worked out at that record: the co-occurring item ids
+# (strongest first) and the ids not to show (None: work them out from the state).
+Hints = tuple[Sequence[str], frozenset[str] | None]
 # Interaction types as the model numbers them (0 pads).
 TYPE_IDS = {"view": 1, "click": 2, "add_to_cart": 3, "purchase": 4}
 
@@ -127,7 +130,12 @@ class Ranker:
         return tokens, tuple(term_ids(tokens, spec.n_buckets, spec.max_query_terms))
 
     def _request(
-        self, state: UserState, event: Event, related: Sequence[str] = (), *, model: bool = True
+        self,
+        state: UserState,
+        event: Event,
+        hints: Hints = ((), None),
+        *,
+        model: bool = True,
     ) -> Request:
         # The strongest categories: decay scales them all alike, so the stored values order them.
         stored = state.category_affinity
@@ -139,6 +147,7 @@ class Ranker:
         if event.type is EventType.SEARCH and event.query:
             tokens = self.query(event.query)[0]
         row_of = self._row_of
+        related, excluded = hints
         rows = [row_of[i] for i in related if i in row_of]
         return Request(
             state,
@@ -150,6 +159,7 @@ class Ranker:
             if model
             else {},
             np.array(rows, dtype=np.int32) if rows else _NO_ROWS,
+            excluded,
         )
 
     def inputs(
@@ -199,31 +209,31 @@ class Ranker:
         self,
         index: CatalogIndex,
         batch: Sequence[tuple[UserState, Event]],
-        related: Sequence[Sequence[str]] | None,
+        hints: Sequence[Hints] | None,
         *,
         model: bool = True,
     ) -> list[Request]:
         self._row_of = index.row_of
-        if related is None:
+        if hints is None:
             return [self._request(state, event, model=model) for state, event in batch]
         return [
-            self._request(state, event, rel, model=model)
-            for (state, event), rel in zip(batch, related, strict=True)
+            self._request(state, event, hint, model=model)
+            for (state, event), hint in zip(batch, hints, strict=True)
         ]
 
     def rank(
         self,
         index: CatalogIndex,
         batch: Sequence[tuple[UserState, Event]],
-        related: Sequence[Sequence[str]] | None = None,
+        hints: Sequence[Hints] | None = None,
     ) -> list[Recommendation]:
         """One recommendation per (state after the event, event), all scored in one model call.
 
-        ``related``: per event, item ids that co-occur with the user's recent items, strongest
-        first (candidates of their own)."""
+        ``hints``: per event, the item ids that co-occur with the user's recent items, strongest
+        first (candidates of their own), and the ids not to show when already worked out."""
         if not batch:
             return []
-        requests = self._requests(index, batch, related)
+        requests = self._requests(index, batch, hints)
         candidates = retrieve_batch(
             index,
             requests,
@@ -243,14 +253,14 @@ class Ranker:
         self,
         index: CatalogIndex,
         batch: Sequence[tuple[UserState, Event]],
-        related: Sequence[Sequence[str]] | None = None,
+        hints: Sequence[Hints] | None = None,
     ) -> list[Recommendation]:
         """The overload path: no similarity search, no model, still personal. Query matches
-        (searches), then what co-occurs with the user's recent items (``related``), then
+        (searches), then what co-occurs with the user's recent items (``hints``), then
         popular items in their favourite categories, then popular items, in that order (the
         score falls with the position). The same exclusions as the model path. Marked
         ``degraded``."""
-        requests = self._requests(index, batch, related, model=False)
+        requests = self._requests(index, batch, hints, model=False)
         candidates = retrieve_batch(
             index,
             requests,

@@ -39,6 +39,9 @@ class Request:
     # Rows of items that followed the user's recent items in other users' sequences
     # (app.cooccurrence), strongest first, none of them excluded.
     related: NDArray[np.int32] = field(default_factory=lambda: _NO_ROWS)
+    # The item ids not to show (app.exclusions), when the caller has them already; None: work
+    # them out from the state.
+    excluded: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,26 +99,33 @@ def _match_of(
     return np.where(match_rows[pos] == rows, match[pos], 0.0).astype(np.float32)
 
 
-def excluded_row_set(
-    index: CatalogIndex, state: UserState, event: Event, policy: ExclusionPolicy
-) -> set[int]:
-    """Catalog rows the user must not be shown after ``event`` (app.exclusions)."""
-    row_of = index.row_of
-    ids = exclusions.excluded(
-        (i.item_id for i in state.history),
-        state.purchased,
-        event.item_id,
-        search=event.type is EventType.SEARCH,
-        policy=policy,
+def excluded_ids(state: UserState, event: Event, policy: ExclusionPolicy) -> frozenset[str]:
+    """The item ids the user must not be shown after ``event`` (app.exclusions)."""
+    return frozenset(
+        exclusions.excluded(
+            (i.item_id for i in state.history),
+            state.purchased,
+            event.item_id,
+            search=event.type is EventType.SEARCH,
+            policy=policy,
+        )
     )
+
+
+def excluded_row_set(index: CatalogIndex, request: Request, policy: ExclusionPolicy) -> set[int]:
+    """Catalog rows the request's user must not be shown (``request.excluded`` when given)."""
+    ids = request.excluded
+    if ids is None:
+        ids = excluded_ids(request.state, request.event, policy)
+    row_of = index.row_of
     return {row_of[i] for i in ids if i in row_of}
 
 
 def excluded_rows(
-    index: CatalogIndex, state: UserState, event: Event, policy: ExclusionPolicy
+    index: CatalogIndex, request: Request, policy: ExclusionPolicy
 ) -> NDArray[np.int32]:
     """:func:`excluded_row_set`, sorted, as an array."""
-    return np.array(sorted(excluded_row_set(index, state, event, policy)), dtype=np.int32)
+    return np.array(sorted(excluded_row_set(index, request, policy)), dtype=np.int32)
 
 
 def _assemble(
@@ -243,15 +253,13 @@ def retrieve_batch(
     quota = max(1, int(limit * related_share))
     if not similar and limit <= SMALL_LIMIT:
         return [
-            _assemble_small(
-                index, r, excluded_row_set(index, r.state, r.event, policy), limit, quota
-            )
+            _assemble_small(index, r, excluded_row_set(index, r, policy), limit, quota)
             for r in requests
         ]
     seen = scratch if scratch is not None else np.zeros(len(index), dtype=np.bool_)
     if seen.shape[0] < len(index):
         raise ValueError(f"scratch has {seen.shape[0]} rows, the index {len(index)}")
-    excluded = [excluded_rows(index, r.state, r.event, policy) for r in requests]
+    excluded = [excluded_rows(index, r, policy) for r in requests]
     nearest: list[NDArray[np.int32] | None] = [None] * len(requests)
     if similar and len(index):
         profiles = [user_profile(index, r.state) for r in requests]

@@ -203,12 +203,12 @@ def test_the_small_assembly_takes_what_the_vectorized_one_takes(
             )
             for limit in (5, 10, 30):
                 scratch = np.zeros(len(index), dtype=np.bool_)
-                excluded = excluded_rows(index, state, event, policy)
+                excluded = excluded_rows(index, request, policy)
                 big = _assemble(index, request, excluded, None, limit, scratch, limit)
                 small = _assemble_small(
                     index,
                     request,
-                    excluded_row_set(index, state, event, policy),
+                    excluded_row_set(index, request, policy),
                     limit,
                     limit,
                 )
