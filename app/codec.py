@@ -22,6 +22,7 @@ from app.records import (
     Event,
     EventType,
     Item,
+    RankedItem,
     Recommendation,
     Source,
 )
@@ -177,6 +178,34 @@ def encode_item(item: Item) -> bytes:
     if item.price is not None:
         doc["price"] = item.price
     return orjson.dumps(doc)
+
+
+def decode_recommendation(raw: bytes) -> Recommendation:
+    """A recommendations-topic value to a :class:`Recommendation`, checked against
+    ``schemas/recommendation.v1.json``; :class:`DecodeError` if it breaks it."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(DeadLetterError.MALFORMED_JSON, str(exc)) from None
+    try:
+        validator("recommendation")(doc)
+        event_time_ms = parse_time_ms(doc["event_time"])
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise DecodeError(DeadLetterError.SCHEMA_VIOLATION, exc.message) from None
+    except ValueError as exc:
+        raise DecodeError(DeadLetterError.SCHEMA_VIOLATION, f"event_time: {exc}") from None
+    return Recommendation(
+        event_id=doc["event_id"],
+        user_id=doc["user_id"],
+        kind=doc["kind"],
+        items=tuple(RankedItem(i["item_id"], float(i["score"]), i["source"]) for i in doc["items"]),
+        model_version=doc["model_version"],
+        event_time=doc["event_time"],
+        event_time_ms=event_time_ms,
+        query=doc.get("query"),
+        degraded=bool(doc.get("degraded", False)),
+        coalesced_into=doc.get("coalesced_into"),
+    )
 
 
 def encode_recommendation(rec: Recommendation, *, emit_time_ms: int) -> bytes:

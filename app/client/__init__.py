@@ -43,8 +43,8 @@ from app.client.reader import (
     RecommendationCache,
     RecommendationReader,
     RecommendationTimeout,
-    decode_recommendation,
 )
+from app.codec import decode_recommendation
 from app.records import Event, EventType, RankedItem, Recommendation
 from app.settings import Settings
 

@@ -11,14 +11,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
-import fastjsonschema
-import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from app.client.publisher import TopicNotFound, settings_from
-from app.codec import DecodeError, parse_time_ms, validator
+from app.codec import DecodeError, decode_recommendation
 from app.kafka_config import reader_config
-from app.records import DeadLetterError, RankedItem, Recommendation
+from app.records import Recommendation
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,36 +38,6 @@ class RecommendationTimeout(TimeoutError):
 
 class ReaderClosed(RuntimeError):
     """The reader is not running (never started, closed, or its consumer failed)."""
-
-
-def decode_recommendation(raw: bytes) -> Recommendation:
-    """A recommendations-topic value to a :class:`Recommendation`, checked against
-    ``schemas/recommendation.v1.json``; :class:`DecodeError` if it breaks it."""
-    # Lives here rather than in app/codec.py only because this change may not touch codec.py;
-    # it uses the codec's compiled validator and time parser.
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(DeadLetterError.MALFORMED_JSON, str(exc)) from None
-    try:
-        validator("recommendation")(doc)
-        event_time_ms = parse_time_ms(doc["event_time"])
-    except fastjsonschema.JsonSchemaValueException as exc:
-        raise DecodeError(DeadLetterError.SCHEMA_VIOLATION, exc.message) from None
-    except ValueError as exc:
-        raise DecodeError(DeadLetterError.SCHEMA_VIOLATION, f"event_time: {exc}") from None
-    return Recommendation(
-        event_id=doc["event_id"],
-        user_id=doc["user_id"],
-        kind=doc["kind"],
-        items=tuple(RankedItem(i["item_id"], float(i["score"]), i["source"]) for i in doc["items"]),
-        model_version=doc["model_version"],
-        event_time=doc["event_time"],
-        event_time_ms=event_time_ms,
-        query=doc.get("query"),
-        degraded=bool(doc.get("degraded", False)),
-        coalesced_into=doc.get("coalesced_into"),
-    )
 
 
 class RecommendationCache:

@@ -25,7 +25,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
 from app.bench.procstat import machine_info
 from app.bench.systems import ROOT, ChildProcess, apply_env, worker_process
-from app.codec import encode_event, encode_item, format_time_ms
+from app.codec import decode_recommendation, encode_event, encode_item, format_time_ms
 from app.exclusions import ExclusionPolicy
 from app.kafka_config import (
     PRODUCER_QUEUE,
@@ -213,12 +213,12 @@ class Collector:
 
 def parse_recommendation(value: bytes) -> tuple[str, Answer]:
     """The event id a recommendation record answers, and what scoring needs of it."""
-    doc = orjson.loads(value)
-    return str(doc.get("event_id", "")), Answer(
-        items=tuple(str(i["item_id"]) for i in doc.get("items", ())),
-        model_version=str(doc.get("model_version", "")),
-        degraded=doc.get("degraded") is True,
-        coalesced_into=doc.get("coalesced_into"),
+    rec = decode_recommendation(value)
+    return rec.event_id, Answer(
+        items=tuple(i.item_id for i in rec.items),
+        model_version=rec.model_version,
+        degraded=rec.degraded,
+        coalesced_into=rec.coalesced_into,
     )
 
 
