@@ -114,7 +114,6 @@ class Ranker:
         self.params = params
         self._buffers = _Buffers(spec)
         self._seen = np.zeros(0, dtype=np.bool_)
-        self._row_of: dict[str, int] = {}
         # Searches repeat (popular queries): tokenize and hash each distinct text once.
         self.query = functools.lru_cache(maxsize=query_cache_size)(self._parse_query)
 
@@ -131,6 +130,7 @@ class Ranker:
 
     def _request(
         self,
+        index: CatalogIndex,
         state: UserState,
         event: Event,
         hints: Hints = ((), None),
@@ -146,7 +146,7 @@ class Ranker:
         tokens: tuple[str, ...] = ()
         if event.type is EventType.SEARCH and event.query:
             tokens = self.query(event.query)[0]
-        row_of = self._row_of
+        row_of = index.row_of
         related, excluded = hints
         rows = [row_of[i] for i in related if i in row_of]
         return Request(
@@ -213,11 +213,10 @@ class Ranker:
         *,
         model: bool = True,
     ) -> list[Request]:
-        self._row_of = index.row_of
         if hints is None:
-            return [self._request(state, event, model=model) for state, event in batch]
+            return [self._request(index, state, event, model=model) for state, event in batch]
         return [
-            self._request(state, event, hint, model=model)
+            self._request(index, state, event, hint, model=model)
             for (state, event), hint in zip(batch, hints, strict=True)
         ]
 

@@ -116,7 +116,6 @@ def test_training_and_serving_give_the_model_equal_inputs(model: LoadedModel, us
     catalog.publish()
     index = catalog.index
     ranker = Ranker(model.ranker, spec, RankingParams())
-    ranker._row_of = index.row_of  # noqa: SLF001 - as Ranker._requests sets it per batch
     all_rows = np.array([index.row_of[f"m{i}"] for i in range(1, data.n_items + 1)], dtype=np.int32)
     everything = Candidates(
         all_rows, ("popular",) * len(all_rows), np.zeros(len(all_rows), np.float32)
@@ -133,7 +132,7 @@ def test_training_and_serving_give_the_model_equal_inputs(model: LoadedModel, us
     served = served_states(data, user, items)
     for j in range(n):  # the input after item j predicts item j + 1
         state, event = served[j]
-        request = ranker._request(state, event)  # noqa: SLF001
+        request = ranker._request(index, state, event)  # noqa: SLF001
         inputs = ranker.inputs(index, [request], [everything])
         # History: the same items, in the same slots, with the same types.
         trained = batch.inputs[0, off : off + j + 1].tolist()
