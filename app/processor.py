@@ -60,8 +60,8 @@ from app.state import (
     apply_event,
     decode_state,
     encode_state,
-    with_recommendation,
 )
+from app.state_cache import DecodedStates
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +241,8 @@ class Processor:
         # and a batch ranks with that model (hot reload switches when the index does).
         self._rankers: dict[str, Ranker] = {spec.version: self.ranker}
         self._dead_letter_logs = LogBudget(DEAD_LETTER_LOG_LINES, DEAD_LETTER_LOG_WINDOW_S)
+        # Decoded states of the users met lately, reused while the table holds the same bytes.
+        self.states = DecodedStates(settings.state_cache_users)
 
     def add_model(self, spec: ModelSpec, scorer: Scorer) -> None:
         """Make another model ready to rank; it is used from the first batch whose catalog
@@ -481,7 +483,10 @@ class Processor:
         if raw is None:
             return _User(None, None, reset=False)
         try:
-            state = decode_state(raw)
+            state = self.states.get(user_id, raw)
+            if state is None:
+                state = decode_state(raw)
+                self.states.put(user_id, raw, state)
         except (ValueError, KeyError, TypeError) as exc:
             # A state we cannot read would block this user forever; start them afresh.
             error = truncated(f"{type(exc).__name__}: {exc}")
@@ -655,12 +660,12 @@ class Processor:
             due: int | None = None
             if user.last_position == step.position and user.state is not None:
                 final = user.state
-                if user.last is not None and user.last != final.last_recommendation:
-                    final = with_recommendation(final, user.last)
-                final = dataclasses.replace(
-                    final, impressions=user.open, closed_impressions=user.closed
-                )
+                last = final.last_recommendation
+                if user.last is not None and user.last != last:
+                    last = user.last
+                final = final.with_attribution(last, user.open, user.closed)
                 state = encode_state(final)
+                self.states.put(event.user_id, state, final)
                 due = next_due(user.open)
             reset = user.reset and event.user_id not in reported_reset
             reported_reset.add(event.user_id)
@@ -788,14 +793,16 @@ class Processor:
         self._emit_attribution(
             user_id.encode("utf-8"), (), after.newly_closed, self.clock(), outputs
         )
-        final = dataclasses.replace(
-            user.state, impressions=after.open, closed_impressions=after.closed
+        final = user.state.with_attribution(
+            user.state.last_recommendation, after.open, after.closed
         )
+        encoded = encode_state(final)
+        self.states.put(user_id, encoded, final)
         return Outcome(
             status="swept",
             outputs=outputs,
             user_id=user_id,
-            state=encode_state(final),
+            state=encoded,
             closed=after.newly_closed,
             next_due=next_due(after.open),
         )
@@ -807,6 +814,8 @@ class Processor:
         feedback = encode_feedback(
             step.event, emit_time_ms=now, duplicate=False, last_recommendation=None
         )
+        if user.last_position == step.position and user.forgotten:
+            self.states.discard(step.event.user_id)
         return Outcome(
             status="forgotten",
             outputs=[Output(RECOMMENDATIONS, key, None), Output(FEEDBACK, key, feedback)],

@@ -29,6 +29,18 @@ from app.text import term_ids, tokenize
 
 # The model_version of degraded recommendations: no model ranked them.
 FALLBACK_VERSION = "cheap-path"
+
+
+@functools.cache
+def position_scores(n: int) -> tuple[float, ...]:
+    """The cheap path's scores for a list of ``n``: 1 falling to 1/n by position.
+
+    >>> position_scores(4)
+    (1.0, 0.75, 0.5, 0.25)
+    """
+    return tuple(round((n - j) / n, 6) for j in range(n))
+
+
 # Per event, what the processor worked out at that record: the co-occurring item ids
 # (strongest first) and the ids not to show (None: work them out from the state).
 Hints = tuple[Sequence[str], frozenset[str] | None]
@@ -282,8 +294,10 @@ class Ranker:
             user_id=event.user_id,
             kind="search" if event.type is EventType.SEARCH else "next_items",
             items=tuple(
-                RankedItem(item_id=ids[row], score=round((n - j) / n, 6), source=sources[j])
-                for j, row in enumerate(rows)
+                [
+                    RankedItem(ids[row], score, source)
+                    for row, score, source in zip(rows, position_scores(n), sources, strict=False)
+                ]
             ),
             model_version=FALLBACK_VERSION,
             event_time=event.event_time,

@@ -224,6 +224,11 @@ class Settings:
         1.0, "How often offsets are committed (after flushing outputs and state), seconds."
     )
     query_cache_size: int = _field(4096, "Distinct queries whose tokens and term ids are cached.")
+    state_cache_users: int = _field(
+        2048,
+        "Users whose decoded state is kept between batches (reused only while the stored bytes "
+        "are unchanged); 0 decodes every read.",
+    )
     ann_exact_below: int = _field(
         50_000, "Catalogs smaller than this use exact similarity search; larger ones an IVF index."
     )
@@ -324,8 +329,15 @@ class Settings:
         if not 6.0 <= self.session_timeout_s <= 300.0:
             # The broker's group.min.session.timeout.ms and max defaults.
             raise SettingsError("session_timeout_s must be between 6 and 300 seconds")
-        if self.batch_wait_ms < 0 or self.deadline_ms < 0 or self.ann_nprobe < 0:
-            raise SettingsError("batch_wait_ms, deadline_ms and ann_nprobe must not be negative")
+        if (
+            self.batch_wait_ms < 0
+            or self.deadline_ms < 0
+            or self.ann_nprobe < 0
+            or self.state_cache_users < 0
+        ):
+            raise SettingsError(
+                "batch_wait_ms, deadline_ms, ann_nprobe and state_cache_users must not be negative"
+            )
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(
                 f"log_level must be one of {sorted(LOG_LEVELS)}, not {self.log_level!r}"

@@ -98,6 +98,32 @@ class UserState:
             and position[1] <= last[1]
         )
 
+    def with_attribution(
+        self,
+        last: LastRecommendation | None,
+        impressions: tuple[Impression, ...],
+        closed: tuple[Impression, ...],
+    ) -> UserState:
+        """This state with what attribution keeps: the last recommendation sent and the open
+        and recently closed impressions (built directly: ``dataclasses.replace`` costs more)."""
+        return UserState(
+            self.user_id,
+            self.history,
+            self.category_affinity,
+            self.tag_affinity,
+            self.affinity_time_ms,
+            self.query_terms,
+            self.purchased,
+            self.counters,
+            self.last_event_id,
+            self.recent_event_ids,
+            last,
+            self.updated_ms,
+            self.applied_offset,
+            impressions,
+            closed,
+        )
+
     def counter(self, name: str) -> int:
         return dict(self.counters).get(name, 0)
 
@@ -123,6 +149,10 @@ def _decay(from_ms: int, to_ms: int, half_life_s: float) -> float:
     return math.pow(0.5, (to_ms - from_ms) / 1000.0 / half_life_s)
 
 
+def _strongest(pair: tuple[str, float]) -> tuple[float, str]:
+    return -pair[1], pair[0]
+
+
 def _bump(
     pairs: tuple[tuple[str, float], ...],
     factor: float,
@@ -130,12 +160,13 @@ def _bump(
     weight: float,
     limit: int,
 ) -> tuple[tuple[str, float], ...]:
-    values = {k: v * factor for k, v in pairs}
+    values = dict(pairs) if factor == 1.0 else {k: v * factor for k, v in pairs}
     for key in keys:
         values[key] = values.get(key, 0.0) + weight
     # Keep the strongest affinities only; ties broken by key for determinism.
-    ranked = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
-    return tuple((k, round(v, 6)) for k, v in ranked if v > 1e-6)
+    ranked = sorted(values.items(), key=_strongest)
+    del ranked[limit:]
+    return tuple([(k, round(v, 6)) for k, v in ranked if v > 1e-6])
 
 
 def _push(seq: tuple[Any, ...], value: Any, limit: int) -> tuple[Any, ...]:
@@ -201,19 +232,22 @@ def apply_event(
     counters = dict(current.counters)
     counters[event.type.value] = counters.get(event.type.value, 0) + 1
 
-    return replace(
-        current,
-        history=history,
-        category_affinity=category_affinity,
-        tag_affinity=tag_affinity,
-        affinity_time_ms=now_ms,
-        query_terms=query_terms,
-        purchased=purchased,
-        counters=tuple(sorted(counters.items())),
-        last_event_id=event.event_id,
-        recent_event_ids=_push(current.recent_event_ids, event.event_id, limits.recent_event_ids),
-        updated_ms=max(current.updated_ms, event.event_time_ms),
-        applied_offset=position if position is not None else current.applied_offset,
+    return UserState(
+        current.user_id,
+        history,
+        category_affinity,
+        tag_affinity,
+        now_ms,
+        query_terms,
+        purchased,
+        tuple(sorted(counters.items())),
+        event.event_id,
+        _push(current.recent_event_ids, event.event_id, limits.recent_event_ids),
+        current.last_recommendation,
+        max(current.updated_ms, event.event_time_ms),
+        position if position is not None else current.applied_offset,
+        current.impressions,
+        current.closed_impressions,
     )
 
 

@@ -12,6 +12,7 @@ from app.attribution import Acted, Impression
 from app.bench.state_size import sizes
 from app.records import Event, Item
 from app.state import (
+    LastRecommendation,
     StateLimits,
     UserState,
     apply_event,
@@ -223,3 +224,19 @@ def test_full_attribution_impressions_stay_under_the_bound() -> None:
     assert size <= state_size_bound(StateLimits(), top_k=10) - state_size_bound(
         StateLimits(), top_k=10, impressions=0
     )
+
+
+def test_an_event_keeps_what_attribution_owns(
+    event_factory: Callable[..., Event], item_factory: Callable[..., Item]
+) -> None:
+    """apply_event builds the next state positionally: the fields it does not own (the user,
+    the last recommendation, the impressions) come through unchanged."""
+    shown = Impression("r1", "next_items", "1", ("i1", "i2"), T0, T0 + 60_000, (0, 3))
+    closed = Impression("r0", "next_items", "1", ("i3",), T0, T0 + 1, (0, 1), (), "window", 9)
+    last = LastRecommendation("r1", "1", ("i1", "i2"))
+    before = UserState("u1").with_attribution(last, (shown,), (closed,))
+    after = apply_event(before, event_factory(item_id="i1"), item_factory("i1", "jazz"), LIMITS)
+    assert after.user_id == "u1"
+    assert after.last_recommendation == last
+    assert (after.impressions, after.closed_impressions) == ((shown,), (closed,))
+    assert [i.item_id for i in after.history] == ["i1"]
