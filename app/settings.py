@@ -202,6 +202,12 @@ class Settings:
     batch_wait_ms: float = _field(
         5.0, "Longest wait for a batch to fill, milliseconds; a partial batch then runs."
     )
+    batch_eager: bool = _field(
+        True,
+        "Hand a batch over as soon as no more records are waiting in the stream (low latency "
+        "at low load; batches still grow with the load); false: wait BATCH_WAIT_MS or "
+        "BATCH_MAX_EVENTS, as faust's take_events does.",
+    )
     coalesce_users: bool = _field(
         False,
         "Rank a user once per batch and kind (search, next items): their earlier triggers in "

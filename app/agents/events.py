@@ -10,6 +10,7 @@ from typing import cast
 import faust
 from faust.types import EventT, TableT
 
+from app.agents import batching
 from app.outputs import Forward, Origin
 from app.partitioning import Partitioner, misplaced
 from app.processor import BatchResult, Processor
@@ -212,12 +213,17 @@ def register(
             raise
 
     async def process(stream: faust.StreamT[bytes]) -> None:
-        # take_events() acks a batch's events only after this body has handed the batch's
+        # take_batches() acks a batch's events only after this body has handed the batch's
         # outputs to the producer; every commit first flushes it (FlushBeforeCommit) and
         # faust's own producer (state changelog): at-least-once.
         # StreamT does not declare take_events(); faust's Stream, which agents get, has it.
         concrete = cast(faust.Stream[bytes], stream)
-        batches = concrete.take_events(settings.batch_max_events, settings.batch_wait_ms / 1000.0)
+        batches = batching.take_batches(
+            concrete,
+            settings.batch_max_events,
+            settings.batch_wait_ms / 1000.0,
+            eager=settings.batch_eager,
+        )
         async for taken in batches:
             started = time.perf_counter()
             batch = reroute(taken)

@@ -17,16 +17,19 @@ from typing import Any
 
 import faust
 
+from app.agents import batching
 from app.cli import main
 
 FAULT_ONCE_FILE = "FAULT_ONCE_FILE"
 
 
 def install(flag: Path) -> None:
-    original = faust.Stream.take_events
+    original = batching.take_batches
 
-    async def take_events(self: faust.Stream[Any], *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        async for batch in original(self, *args, **kwargs):
+    async def take_batches(
+        stream: faust.Stream[Any], *args: Any, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        async for batch in original(stream, *args, **kwargs):
             for event in batch:
                 value = event.message.value or b""
                 if not (isinstance(value, bytes) and value.startswith(b"FAULT:")):
@@ -43,7 +46,7 @@ def install(flag: Path) -> None:
                     time.sleep(3600)
             yield batch
 
-    faust.Stream.take_events = take_events  # type: ignore[method-assign,assignment]  # the injected fault
+    batching.take_batches = take_batches  # the injected fault
 
 
 if __name__ == "__main__":

@@ -1,0 +1,87 @@
+"""Micro-batches from a faust stream that close as soon as nothing more is waiting.
+
+faust's ``Stream.take_events(max_, within)`` hands a batch over when it holds ``max_`` events
+or when ``within`` has passed since it started waiting. Under a backlog that is right: batches
+fill at once. At low load every record waits out the timer (half of ``within`` on average)
+although no other record is coming. :func:`take_batches` closes a batch early when the
+stream's queue is empty after a record was added: everything fetched so far is in the batch.
+Under load, records pile up in the queue while a batch is processed, so batches still grow
+with the load (and stop at ``max_``); ``within`` stays the longest a record waits.
+
+The acknowledgement contract is faust's: a batch's events are acked only after the consumer
+of the generator resumes it (the body that produced the batch's outputs has run), so offsets
+are committed for processed records only (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+
+async def take_batches(
+    stream: faust.Stream[Any], max_: int, within_s: float, *, eager: bool = True
+) -> AsyncIterator[Sequence[EventT[Any]]]:
+    """Batches of up to ``max_`` events; each is yielded when full, when ``within_s`` has
+    passed, or (``eager``) as soon as the stream's queue is empty after an event was added."""
+    if not eager:
+        async for batch in stream.take_events(max_, within_s):
+            yield batch
+        return
+    events: list[EventT[Any]] = []
+    ready = asyncio.Event()  # the batch should be handed over now
+    consumed = asyncio.Event()  # a full batch was handed over; more may be added
+    consuming: asyncio.Future[None] | None = None
+    channel: Any = stream.channel
+    enable_acks = stream.enable_acks
+
+    async def add(value: Any) -> Any:
+        nonlocal consuming
+        if consuming is not None:
+            try:
+                await consuming  # the batch is being processed: wait for it
+            finally:
+                consuming = None
+        event = stream.current_event
+        if event is None:
+            raise RuntimeError("a record reached the batch without its event")
+        events.append(event)
+        if len(events) >= max_:
+            ready.set()
+            consumed.clear()
+            # Never more than max_ events in a batch: wait until this one is taken.
+            await stream.wait(consumed)  # type: ignore[arg-type]
+        elif channel.empty():
+            ready.set()
+        return value
+
+    # Acks are ours: an event is acked once the batch it is in has been processed.
+    stream.enable_acks = False
+    stream.add_processor(add)
+    stream._enable_passive(channel)
+    timeout = within_s if within_s > 0 else None
+    try:
+        while not stream.should_stop:
+            await stream.wait_for_stopped(ready, timeout=timeout)  # type: ignore[arg-type]
+            if not events:
+                ready.clear()
+                continue
+            consuming = asyncio.get_running_loop().create_future()
+            try:
+                yield list(events)
+            finally:
+                taken = list(events)
+                events.clear()
+                for event in taken:
+                    await stream.ack(event)
+                if not consuming.done():
+                    consuming.set_result(None)
+                ready.clear()
+                consumed.set()
+    finally:
+        stream.enable_acks = enable_acks
+        stream._processors.remove(add)
