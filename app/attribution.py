@@ -14,7 +14,8 @@ losing it: see :func:`replayed`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from app.records import Event, EventType
 
@@ -24,9 +25,11 @@ CLOSED_BY_EVICTION = "evicted"
 CLOSED_BY_SWEEP = "sweep"  # closed_by of impressions the sweeper closed
 
 
-@dataclass(frozen=True, slots=True)
-class Acted:
-    """A positive already emitted: the rank acted on, how, by which event, after how long."""
+class Acted(NamedTuple):
+    """A positive already emitted: the rank acted on, how, by which event, after how long.
+
+    A named tuple, like :class:`Impression`: user states hold many, and a state is decoded per
+    user per batch; tuples are built in C and encode as they are (app.state)."""
 
     rank: int
     action: str
@@ -34,8 +37,7 @@ class Acted:
     event_time_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Impression:
+class Impression(NamedTuple):
     """A recommendation as its user was shown it.
 
     ``source`` is the triggering record's (partition, offset) on the events topic: the user's
@@ -79,7 +81,7 @@ class Attribution:
 
 
 def _close(imp: Impression, reason: str, at_ms: int, by: str) -> Impression:
-    return replace(imp, closed_reason=reason, closed_ms=at_ms, closed_by=by)
+    return imp._replace(closed_reason=reason, closed_ms=at_ms, closed_by=by)
 
 
 def _keep(
@@ -113,7 +115,7 @@ def on_event(
             if any(a.rank == rank and a.action == event.type.value for a in imp.acted):
                 break  # already counted for this impression
             acted = Acted(rank, event.type.value, event.event_id, event.event_time_ms)
-            updated = replace(imp, acted=(*imp.acted, acted))
+            updated = imp._replace(acted=(*imp.acted, acted))
             still = (*still[:n], updated, *still[n + 1 :])
             positives.append(Positive(updated, acted))
             break

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
+import msgpack
 import orjson
 
 from app.attribution import Acted, Impression
@@ -21,7 +22,10 @@ EVENT_WEIGHTS: dict[EventType, float] = {
     EventType.SEARCH: 0.0,
     EventType.FORGET_USER: 0.0,
 }
-STATE_VERSION = 1
+# The stored form: 2 is MessagePack (compact, binary); 1 was JSON and is still read (a user's
+# state is rewritten as 2 at their next event: the migration is lazy and needs no downtime).
+STATE_VERSION = 2
+JSON_STATE_VERSION = 1
 # Query terms longer than this are not remembered (NFKC can expand one character to 18, so a
 # 512-character query could otherwise leave kilobytes-long "terms" in the state).
 MAX_TERM_CHARS = 64
@@ -42,15 +46,16 @@ class StateLimits:
     affinity_half_life_s: float = 6 * 3600.0
 
 
-@dataclass(frozen=True, slots=True)
-class Interaction:
+class Interaction(NamedTuple):
+    """One item event in a user's history. A named tuple: a state holds up to ``history_size``
+    and is decoded per user per batch; tuples are built in C and pack as they are."""
+
     item_id: str
     type: str
     time_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class LastRecommendation:
+class LastRecommendation(NamedTuple):
     event_id: str
     model_version: str
     item_ids: tuple[str, ...]
@@ -298,44 +303,100 @@ def state_size_bound(limits: StateLimits, top_k: int, impressions: int = 16) -> 
 
 
 def encode_state(state: UserState) -> bytes:
-    """Compact JSON for the RocksDB table value (versioned, so the format can evolve)."""
-    last = state.last_recommendation
-    return orjson.dumps(
-        {
-            "v": STATE_VERSION,
-            "u": state.user_id,
-            "h": [[i.item_id, i.type, i.time_ms] for i in state.history],
-            "ca": state.category_affinity,
-            "ta": state.tag_affinity,
-            "at": state.affinity_time_ms,
-            "q": state.query_terms,
-            "p": state.purchased,
-            "c": state.counters,
-            "le": state.last_event_id,
-            "re": state.recent_event_ids,
-            "lr": None if last is None else [last.event_id, last.model_version, last.item_ids],
-            "t": state.updated_ms,
-            "ao": None if state.applied_offset is None else list(state.applied_offset),
-            "im": [_impression_doc(i) for i in state.impressions],
-            "ic": [_impression_doc(i) for i in state.closed_impressions],
-        }
+    """The RocksDB table value: a MessagePack array, version first (see :func:`decode_state`).
+
+    Named tuples (history, impressions, actions, the last recommendation) pack as arrays in
+    their field order, so the field order of those classes is part of the format (pinned by
+    tests/unit/test_state.py)."""
+    packed: bytes = msgpack.packb(
+        (
+            STATE_VERSION,
+            state.user_id,
+            state.history,
+            state.category_affinity,
+            state.tag_affinity,
+            state.affinity_time_ms,
+            state.query_terms,
+            state.purchased,
+            state.counters,
+            state.last_event_id,
+            state.recent_event_ids,
+            state.last_recommendation,
+            state.updated_ms,
+            state.applied_offset,
+            state.impressions,
+            state.closed_impressions,
+        ),
+        use_bin_type=True,
+    )
+    return packed
+
+
+def _impressions(raw: tuple[Any, ...]) -> tuple[Impression, ...]:
+    return tuple(
+        Impression(
+            rid,
+            kind,
+            version,
+            items,
+            shown,
+            due,
+            source,
+            tuple(map(Acted._make, acted)) if acted else (),
+            reason,
+            closed_ms,
+            by,
+        )
+        for rid, kind, version, items, shown, due, source, acted, reason, closed_ms, by in raw
     )
 
 
-def _impression_doc(imp: Impression) -> list[Any]:
-    return [
-        imp.request_id,
-        imp.kind,
-        imp.model_version,
-        imp.items,
-        imp.shown_ms,
-        imp.due_ms,
-        imp.source,
-        [[a.rank, a.action, a.event_id, a.event_time_ms] for a in imp.acted],
-        imp.closed_reason,
-        imp.closed_ms,
-        imp.closed_by,
-    ]
+def decode_state(raw: bytes) -> UserState:
+    """A stored state, version 2 (MessagePack) or 1 (JSON, from before the binary format)."""
+    if raw[:1] == b"{":
+        return _decode_json_state(raw)
+    try:
+        doc = msgpack.unpackb(raw, use_list=False, raw=False, strict_map_key=True)
+    except (msgpack.UnpackException, ValueError) as exc:
+        raise ValueError(f"unreadable user state: {type(exc).__name__}: {exc}") from None
+    if not isinstance(doc, tuple) or not doc or doc[0] != STATE_VERSION:
+        found = doc[0] if isinstance(doc, tuple) and doc else type(doc).__name__
+        raise ValueError(f"unsupported user state version {found!r}")
+    (
+        _version,
+        user_id,
+        history,
+        category_affinity,
+        tag_affinity,
+        affinity_time_ms,
+        query_terms,
+        purchased,
+        counters,
+        last_event_id,
+        recent_event_ids,
+        last,
+        updated_ms,
+        applied_offset,
+        impressions,
+        closed,
+    ) = doc
+    return UserState(
+        user_id,
+        tuple(map(Interaction._make, history)),
+        category_affinity,
+        tag_affinity,
+        affinity_time_ms,
+        query_terms,
+        purchased,
+        counters,
+        last_event_id,
+        recent_event_ids,
+        None if last is None else LastRecommendation._make(last),
+        updated_ms,
+        applied_offset,
+        _impressions(impressions),
+        _impressions(closed),
+    )
 
 
 def _impression(doc: list[Any]) -> Impression:
@@ -355,9 +416,10 @@ def _impression(doc: list[Any]) -> Impression:
     )
 
 
-def decode_state(raw: bytes) -> UserState:
+def _decode_json_state(raw: bytes) -> UserState:
+    """Version 1: the JSON states written before version 2."""
     doc = orjson.loads(raw)
-    if not isinstance(doc, dict) or doc.get("v") != STATE_VERSION:
+    if not isinstance(doc, dict) or doc.get("v") != JSON_STATE_VERSION:
         found = doc.get("v") if isinstance(doc, dict) else type(doc).__name__
         raise ValueError(f"unsupported user state version {found!r}")
     lr = doc["lr"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import msgpack
 import pytest
 from rocksdict import Rdict
 
@@ -12,6 +13,7 @@ from app.attribution import Acted, Impression
 from app.bench.state_size import sizes
 from app.records import Event, Item
 from app.state import (
+    Interaction,
     LastRecommendation,
     StateLimits,
     UserState,
@@ -240,3 +242,75 @@ def test_an_event_keeps_what_attribution_owns(
     assert after.last_recommendation == last
     assert (after.impressions, after.closed_impressions) == ((shown,), (closed,))
     assert [i.item_id for i in after.history] == ["i1"]
+
+
+# A state as version 1 (JSON) wrote it, before the binary format: still read (lazy migration).
+V1_STATE = (
+    b'{"v":1,"u":"u1","h":[["i1","click",1000],["i3","view",2000]],"ca":[["jazz",2.5]],'
+    b'"ta":[["piano",1.25]],"at":2000,"q":["blue","note"],"p":["i9"],'
+    b'"c":[["click",1],["view",1]],"le":"e2","re":["e1","e2"],"lr":["r1","1.1.0",["i2","i3"]],'
+    b'"t":2000,"ao":[0,8],"im":[["r1","next_items","1.1.0",["i2","i3"],1000,61000,[0,7],'
+    b'[[1,"click","e2",2000]],null,null,null]],'
+    b'"ic":[["r0","search","1.1.0",["i4"],500,900,[0,3],[],"window",900,"e1"]]}'
+)
+
+
+def v1_equivalent() -> UserState:
+    shown = Impression(
+        "r1",
+        "next_items",
+        "1.1.0",
+        ("i2", "i3"),
+        1000,
+        61000,
+        (0, 7),
+        (Acted(1, "click", "e2", 2000),),
+    )
+    closed = Impression("r0", "search", "1.1.0", ("i4",), 500, 900, (0, 3), (), "window", 900, "e1")
+    return UserState(
+        "u1",
+        (Interaction("i1", "click", 1000), Interaction("i3", "view", 2000)),
+        (("jazz", 2.5),),
+        (("piano", 1.25),),
+        2000,
+        ("blue", "note"),
+        ("i9",),
+        (("click", 1), ("view", 1)),
+        "e2",
+        ("e1", "e2"),
+        LastRecommendation("r1", "1.1.0", ("i2", "i3")),
+        2000,
+        (0, 8),
+        (shown,),
+        (closed,),
+    )
+
+
+def test_a_version_1_json_state_is_read_and_rewritten_as_version_2() -> None:
+    state = decode_state(V1_STATE)
+    assert state == v1_equivalent()
+    rewritten = encode_state(state)
+    assert rewritten[:1] != b"{" and decode_state(rewritten) == state
+    assert len(rewritten) < 0.75 * len(V1_STATE)  # the binary form is the smaller
+
+
+def test_the_version_2_layout_is_pinned() -> None:
+    """The stored bytes of a known state: a changed field order in UserState or in the named
+    tuples it holds would make stored states unreadable, so it must be a new version."""
+    assert encode_state(v1_equivalent()).hex() == V2_HEX
+
+
+V2_HEX = (
+    "dc001002a275319293a26931a5636c69636bcd03e893a26933a476696577cd07d09192a46a617a7acb400400"
+    "00000000009192a57069616e6fcb3ff4000000000000cd07d092a4626c7565a46e6f746591a269399292a563"
+    "6c69636b0192a47669657701a2653292a26531a2653293a27231a5312e312e3092a26932a26933cd07d09200"
+    "08919ba27231aa6e6578745f6974656d73a5312e312e3092a26932a26933cd03e8cdee48920007919401a563"
+    "6c69636ba26532cd07d0c0c0c0919ba27230a6736561726368a5312e312e3091a26934cd01f4cd0384920003"
+    "90a677696e646f77cd0384a26531"
+)
+
+
+def test_unreadable_or_unknown_states_are_refused() -> None:
+    for raw in (b'{"v": 99}', msgpack.packb((99, "u")), msgpack.packb({"v": 2}), b"\xc1", b""):
+        with pytest.raises(ValueError):
+            decode_state(raw)
