@@ -80,6 +80,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # BLAS reads its thread count when numpy is first imported, which is just below.
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(settings.blas_threads)
+        from app.supervisor import process_count
+
+        processes = process_count(settings.processes)
+        if processes > 1:
+            # Several worker processes behind one set of probes (app/supervisor.py); each child
+            # is this same command with PROCESSES=1, so one process is exactly a worker.
+            from app import logs
+            from app.supervisor import run_supervisor
+
+            logs.configure(settings, args.loglevel)
+            return run_supervisor(settings, processes, os.environ, loglevel=args.loglevel)
         from app.kafka_config import KafkaUnavailable
         from app.scoring.base import ModelContractError
         from app.shutdown import EXIT_FAILED, WorkerFailed

@@ -164,6 +164,12 @@ class Settings:
         "127.0.0.1", "Address of /metrics, /healthz, /readyz (0.0.0.0 in a pod)."
     )
     http_port: int = _field(8080, "Port of /metrics, /healthz, /readyz.")
+    processes: int = _field(
+        1,
+        "Worker processes in this pod, each its own consumer group member, RocksDB directory "
+        "(DATA_DIR/p<i>) and loopback HTTP port (HTTP_PORT+1+i); HTTP_PORT then answers for "
+        "all of them. 0: one per CPU available to the pod (affinity, cgroup CPU limit).",
+    )
     # User state bounds: they keep one user's RocksDB value small whatever the user does.
     history_size: int = _field(50, "Interactions kept per user.")
     recent_event_ids: int = _field(64, "Event ids kept per user for deduplication.")
@@ -366,6 +372,8 @@ class Settings:
             )
         if self.standby_replicas < 0:
             raise SettingsError("standby_replicas must not be negative")
+        if self.processes < 0:
+            raise SettingsError("processes must not be negative")
         if self.max_event_age_s < 0 or self.max_event_future_s < 0:
             raise SettingsError("max_event_age_s and max_event_future_s must not be negative")
         if self.dead_letter_max_bytes < 256:

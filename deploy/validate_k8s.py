@@ -168,6 +168,15 @@ def settings_of(objs: list[Obj]) -> Settings:
     return Settings.from_env(environ)
 
 
+def _cpu_limit(container: Obj) -> int | None:
+    """Whole CPUs of the container's limit ("2", "2500m"), at least 1; None without a limit."""
+    raw = str(container.get("resources", {}).get("limits", {}).get("cpu", "") or "")
+    if not raw:
+        return None
+    cpus = float(raw[:-1]) / 1000 if raw.endswith("m") else float(raw)
+    return max(1, int(cpus))
+
+
 def cross_check(objs: list[Obj]) -> list[str]:
     """The manifests against the app: settings, topics, consumer group, probes, ports."""
     errors: list[str] = []
@@ -209,10 +218,15 @@ def cross_check(objs: list[Obj]) -> list[str]:
         target = so["spec"]["scaleTargetRef"]
         if (target.get("kind"), target["name"]) != ("StatefulSet", sts["metadata"]["name"]):
             errors.append("ScaledObject does not scale the worker StatefulSet")
-        if so["spec"].get("maxReplicaCount", 100) > settings.partitions:
+        # Each pod runs PROCESSES consumer-group members (0: one per CPU of its limit).
+        per_pod = settings.processes or _cpu_limit(container)
+        if per_pod is None:
+            errors.append("LIVERANK_PROCESSES=0 needs a CPU limit on the worker container")
+            per_pod = 1
+        if so["spec"].get("maxReplicaCount", 100) * per_pod > settings.partitions:
             errors.append(
-                f"ScaledObject maxReplicaCount {so['spec'].get('maxReplicaCount')} > events "
-                f"partitions {settings.partitions}"
+                f"ScaledObject maxReplicaCount {so['spec'].get('maxReplicaCount')} x "
+                f"{per_pod} processes per pod > events partitions {settings.partitions}"
             )
         for trigger in so["spec"]["triggers"]:
             meta = trigger["metadata"]
