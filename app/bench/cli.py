@@ -11,8 +11,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from app.bench.report import render_markdown, write_all
-from app.bench.runner import Bench, BenchConfig, say
-from app.bench.systems import NAIVE, PIPE, ROOT, WORKER, apply_env, parse_env_pairs
+from app.bench.runner import MAX_WARMUP_S, Bench, BenchConfig, say
+from app.bench.systems import (
+    NAIVE,
+    NAIVE_FULL,
+    PIPE,
+    QUIX,
+    QUIX_PYTHON,
+    ROOT,
+    WORKER,
+    apply_env,
+    parse_env_pairs,
+)
 from app.settings import ENV_PREFIX, Settings, SettingsError
 
 
@@ -26,16 +36,19 @@ class Preset:
     max_duration_s: float
     users: int
     templates: int
+    repeats: int
+    max_warmup_s: float
 
 
-# Quick: one catalog, short levels; about 3 minutes on a 2-core machine, broker start included.
-QUICK = Preset("10000", "500,1000,2000,5000", "1000,5000", 6.0, 2.0, 8.0, 10_000, 40_000)
-# Smoke: every system on a tiny catalog at a tiny rate for seconds; scripts/test runs it (its
-# test is tests/integration/test_bench_smoke.py) so that the shipped benchmark cannot rot. Its
-# figures mean nothing.
-SMOKE = Preset("1000", "50", "50", 2.0, 1.0, 2.0, 200, 500)
+# Quick: one catalog, max and the two latency targets' rates, two rounds; under 5 minutes on a
+# 2-core machine, broker start included.
+QUICK = Preset("10000", "300,1000", "1000", 5.0, 1.5, 5.0, 10_000, 40_000, 2, 4.0)
+# Smoke: every system on a tiny catalog at a tiny rate for seconds, one round; scripts/test
+# runs it (its test is tests/integration/test_bench_smoke.py) so that the shipped benchmark
+# cannot rot. Its figures mean nothing.
+SMOKE = Preset("1000", "50", "50", 2.0, 1.0, 2.0, 200, 500, 1, 1.0)
 FULL = Preset(
-    "10000,1000000", "500,1000,2000,5000", "500,1000,2000,5000", 20.0, 3.0, 20.0, 20_000, 120_000
+    "10000,1000000", "300,1000,2000", "1000,5000", 10.0, 3.0, 10.0, 20_000, 120_000, 3, MAX_WARMUP_S
 )
 
 
@@ -58,10 +71,13 @@ def _numbers(text: str) -> tuple[float, ...]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scripts/bench",
-        description="Throughput and latency of a liverank worker against a naive baseline and "
-        "the bare Kafka pipe, measured from the output records.",
+        description="Throughput and latency of a liverank worker against a like-for-like naive "
+        "loop, Quix Streams, a plain naive loop and the bare Kafka pipe, measured from the output "
+        "records; the levels are interleaved across systems and repeated.",
     )
-    p.add_argument("--quick", action="store_true", help="10,000 items, short levels: ~3-4 min")
+    p.add_argument(
+        "--quick", action="store_true", help="10,000 items, max/300/1000, 2 rounds: < 5 min"
+    )
     p.add_argument(
         "--smoke",
         action="store_true",
@@ -69,14 +85,28 @@ def _parser() -> argparse.ArgumentParser:
         "(scripts/test does), measures nothing",
     )
     p.add_argument("--catalogs", help="catalog sizes (default: 10000,1000000; quick: 10000)")
-    p.add_argument("--rates", help="open-loop rates, events/s (default: 500,1000,2000,5000)")
+    p.add_argument("--rates", help="open-loop rates, events/s (default: 300,1000,2000)")
     p.add_argument("--pipe-rates", help="rates for the pipe (default: as --rates; quick fewer)")
-    p.add_argument("--duration", type=float, help="measured seconds per rate (20; quick 6)")
-    p.add_argument("--warmup", type=float, help="unmeasured seconds before each (3; quick 2)")
-    p.add_argument("--max-duration", type=float, help="measured seconds at max load (20; quick 8)")
+    p.add_argument("--duration", type=float, help="measured seconds per rate (10; quick 5)")
+    p.add_argument("--warmup", type=float, help="unmeasured seconds before each (3; quick 1.5)")
+    p.add_argument("--max-duration", type=float, help="measured seconds at max load (10; quick 5)")
+    p.add_argument(
+        "--max-warmup", type=float, help="unmeasured seconds before max, to settle (6; quick 4)"
+    )
+    p.add_argument(
+        "--repeats", type=int, help="rounds of every level on every system (3; quick 2; smoke 1)"
+    )
     p.add_argument("--users", type=int, help="synthetic users (20,000; quick 10,000)")
     p.add_argument("--templates", type=int, help="pre-encoded events, sent round-robin")
-    p.add_argument("--skip-naive", action="store_true", help="no naive baseline")
+    p.add_argument("--skip-naive", action="store_true", help="no plain naive baseline")
+    p.add_argument("--skip-naive-full", action="store_true", help="no like-for-like naive baseline")
+    p.add_argument("--skip-quix", action="store_true", help="no Quix Streams baseline")
+    p.add_argument(
+        "--quix-python",
+        type=Path,
+        default=QUIX_PYTHON,
+        help="the interpreter of the virtualenv with liverank and quixstreams (.venv-quix)",
+    )
     p.add_argument("--skip-pipe", action="store_true", help="no pipe-limit measurement")
     p.add_argument("--skip-worker", action="store_true", help="no liverank worker")
     p.add_argument(
@@ -85,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--naive-variant",
         choices=["fp32", "int8", "fp16"],
-        help="the naive baseline's ranker (default: the one the worker loaded)",
+        help="the plain naive baseline's ranker (default: the one the settings ask for)",
     )
     p.add_argument(
         "--worker-env",
@@ -124,7 +154,13 @@ def build_config(args: argparse.Namespace, work_dir: Path) -> BenchConfig:
     catalogs = tuple(int(n) for n in _numbers(args.catalogs or preset.catalogs))
     rates = _numbers(args.rates or preset.rates)
     pipe_rates = _numbers(args.pipe_rates or args.rates or preset.pipe_rates)
-    skips = ((PIPE, args.skip_pipe), (WORKER, args.skip_worker), (NAIVE, args.skip_naive))
+    skips = (
+        (WORKER, args.skip_worker),
+        (NAIVE_FULL, args.skip_naive_full),
+        (QUIX, args.skip_quix),
+        (NAIVE, args.skip_naive),
+        (PIPE, args.skip_pipe),
+    )
     systems = tuple(name for name, skip in skips if not skip)
     broker_pid = None
     if args.broker_pid_file is not None and args.broker_pid_file.exists():
@@ -150,6 +186,9 @@ def build_config(args: argparse.Namespace, work_dir: Path) -> BenchConfig:
         worker_env=parse_env_pairs(args.worker_env),
         proc_env=dict(_pair(p) for p in args.proc_env),
         attach_pid=args.attach_pid,
+        repeats=max(1, args.repeats or preset.repeats),
+        max_warmup_s=args.max_warmup if args.max_warmup is not None else preset.max_warmup_s,
+        quix_python=args.quix_python,
     )
 
 

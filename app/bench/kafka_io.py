@@ -131,3 +131,20 @@ def subscribe(consumer: Consumer, topic: str, ready_file: Path | None) -> None:
             ready_file.write_text("ready\n")
 
     consumer.subscribe([topic], on_assign=on_assign)
+
+
+def group_assigned(bootstrap: str, group: str, topic: str) -> bool:
+    """Whether a member of consumer group ``group`` holds partitions of ``topic``: how the bench
+    tells that a process it cannot ask (the Quix application) is taking records."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        described = admin.describe_consumer_groups([group], request_timeout=5)[group].result(
+            timeout=10
+        )
+    except KafkaException:
+        return False
+    return any(
+        tp.topic == topic
+        for member in described.members
+        for tp in (member.assignment.topic_partitions or [])
+    )

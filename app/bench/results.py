@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.bench.stats import LatencySummary
+from app.bench.stats import LatencySummary, Spread, spread
 
 FIXED = "fixed"  # an open-loop run at a set rate
 MAX = "max"  # the system kept busy by a standing backlog: its throughput ceiling
@@ -39,10 +39,66 @@ class StepResult:
     generator_behind_ms: float
     drained: bool
     note: str = ""
+    repeat: int = 0  # which round of the interleaved levels (0 first)
 
     @property
     def unanswered(self) -> int:
         return max(0, self.expected_records - self.records)
+
+
+@dataclass(frozen=True, slots=True)
+class LevelSummary:
+    """One load level of one system over its repeats: medians with their min-max spread."""
+
+    system: str
+    catalog_items: int
+    step: str
+    kind: str
+    runs: int
+    sustained: int  # runs that kept up (FIXED levels)
+    offered_eps: Spread
+    achieved_eps: Spread
+    p50_ms: Spread
+    p95_ms: Spread
+    p99_ms: Spread
+    max_ms: Spread
+    cpu_ms_per_event: Spread
+    broker_cpu_ms_per_event: Spread
+    rss_mib: Spread
+    records: int
+    unanswered: int
+    degraded: int
+
+    @property
+    def kept_up(self) -> bool:
+        """Sustained in most of its runs (a FIXED level)."""
+        return self.kind == FIXED and 2 * self.sustained > self.runs
+
+
+def summarize_level(steps: list[StepResult]) -> LevelSummary:
+    """The repeats of one level (same system, catalog and step name) summarized."""
+    first = steps[0]
+    lat = [s.latency_ms for s in steps]
+    return LevelSummary(
+        system=first.system,
+        catalog_items=first.catalog_items,
+        step=first.step,
+        kind=first.kind,
+        runs=len(steps),
+        sustained=sum(bool(s.kept_up) for s in steps),
+        offered_eps=spread([s.offered_eps for s in steps]),
+        achieved_eps=spread([s.achieved_eps for s in steps]),
+        p50_ms=spread([x.p50 for x in lat]),
+        p95_ms=spread([x.p95 for x in lat]),
+        p99_ms=spread([x.p99 for x in lat]),
+        max_ms=spread([x.max for x in lat]),
+        cpu_ms_per_event=spread([s.cpu_ms_per_event for s in steps]),
+        broker_cpu_ms_per_event=spread([s.broker_cpu_ms_per_event for s in steps]),
+        rss_mib=spread([s.rss_mib for s in steps]),
+        records=sum(s.records for s in steps),
+        unanswered=sum(s.unanswered for s in steps),
+        degraded=sum(s.degraded for s in steps),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +118,23 @@ class SystemResult:
 
     @property
     def max_eps(self) -> float | None:
-        found = [s.achieved_eps for s in self.steps if s.kind == MAX]
-        return max(found) if found else None
+        """The median of the ``max`` level's runs."""
+        return spread([s.achieved_eps for s in self.steps if s.kind == MAX]).median
 
     def step(self, name: str) -> StepResult | None:
+        """The first run of level ``name``."""
         return next((s for s in self.steps if s.step == name), None)
+
+    def level(self, name: str) -> LevelSummary | None:
+        """Every run of level ``name``, summarized."""
+        runs = [s for s in self.steps if s.step == name]
+        return summarize_level(runs) if runs else None
+
+    def levels(self) -> list[LevelSummary]:
+        """Each level summarized: max first, then by offered load."""
+        names: dict[str, None] = dict.fromkeys(s.step for s in self.steps)
+        found = [summarize_level([s for s in self.steps if s.step == n]) for n in names]
+        return sorted(found, key=lambda lv: (lv.kind != MAX, lv.offered_eps.median or 0.0))
 
 
 @dataclass(frozen=True, slots=True)

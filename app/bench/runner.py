@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from app.bench import procstat
 from app.bench.kafka_io import Offsets, TopicCounter, delete_topics, read_range
 from app.bench.load import LoadGenerator, Template, make_templates, sequence_of
 from app.bench.naive import read_catalog
-from app.bench.report import EIGHTY, evaluate_targets, system_label
+from app.bench.report import evaluate_targets, system_label
 from app.bench.results import (
     FIXED,
     MAX,
@@ -40,13 +40,20 @@ from app.bench.stats import (
 )
 from app.bench.systems import (
     NAIVE,
+    NAIVE_FULL,
     PIPE,
+    QUIX,
+    QUIX_PYTHON,
+    SYSTEMS,
     WORKER,
     AttachedProcess,
+    ChildProcess,
     StartError,
     SystemProcess,
+    naive_full_process,
     naive_process,
     pipe_process,
+    quix_process,
     readyz,
     worker_process,
     worker_variant,
@@ -86,11 +93,15 @@ class BenchConfig:
     broker_pid: int | None = None
     broker_label: str = "given (KAFKA_BOOTSTRAP_SERVERS)"
     start_timeout_s: float = 900.0
-    eighty: float = 0.8
     skip_above: float = 1.5  # fixed rates over this multiple of the measured max are not run
     worker_env: dict[str, str] = field(default_factory=dict)
     proc_env: dict[str, str] = field(default_factory=dict)  # verbatim, worker and baseline
     attach_pid: int | None = None  # measure this running worker (topics from settings)
+    # Each round runs every level on every system, one system at a time (interleaved, so a
+    # busy moment of the machine hits all of them alike); the rounds are the repeats.
+    repeats: int = 3
+    max_warmup_s: float = MAX_WARMUP_S
+    quix_python: Path = QUIX_PYTHON
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +221,52 @@ class SaturationControl:
 
 
 @dataclass
+class Running:
+    """One system under test, started once and kept running through every round."""
+
+    system: str
+    items: int
+    tag: str
+    workdir: Path
+    settings: Settings
+    process: SystemProcess
+    rates: tuple[float, ...]
+    generator: LoadGenerator | None = None
+    counted: list[str] = field(default_factory=list)  # topics with one record per event
+    output_counter: TopicCounter | None = None
+    variant: str | None = None
+    ready_s: float = 0.0
+    rss_ready_mib: float | None = None
+    best_eps: float = 0.0  # its latest max: fixed rates far above it are skipped
+    steps: list[StepResult] = field(default_factory=list)
+    skipped: set[float] = field(default_factory=set)
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return system_label(self.system, self.items)
+
+    def result(self) -> SystemResult:
+        final = procstat.sample(self.process.pid) if self.process.alive() else None
+        peaks = [s.peak_rss_mib for s in self.steps if s.peak_rss_mib is not None]
+        peak = final.peak_rss_bytes / MIB if final else max(peaks, default=None)
+        return SystemResult(
+            system=self.system,
+            catalog_items=self.items,
+            ready_s=self.ready_s,
+            rss_ready_mib=self.rss_ready_mib,
+            peak_rss_mib=peak,
+            variant=self.variant,
+            steps=list(self.steps),
+            skipped_rates=sorted(self.skipped),
+            log_path=str(self.process.log_path),
+            error=self.error,
+        )
+
+
+@dataclass
 class Context:
-    """One system under test during its load levels."""
+    """One system under test during one load level."""
 
     system: str
     items: int
@@ -221,6 +276,7 @@ class Context:
     sampler: Sampler
     output_counter: TopicCounter  # the topic whose records carry latency
     output_topic: str
+    repeat: int = 0
 
 
 def publish_items(settings: Settings, items: Sequence[Item]) -> None:
@@ -333,25 +389,40 @@ class Bench:
         if cfg.attach_pid is not None:
             self._run_attached(results, cfg.attach_pid)
             return
-        pipe_done = False
-        for items in cfg.catalogs:
+        for n, items in enumerate(cfg.catalogs):
             catalog_topic = f"{self.run_tag}-catalog-{items}"
             try:
                 prep, templates = self._prepare_catalog(items, catalog_topic)
                 results.catalogs.append(prep)
-                if PIPE in cfg.systems and not pipe_done:
-                    results.systems.append(self._run_system(PIPE, 0, catalog_topic, templates))
-                    pipe_done = True
-                if WORKER in cfg.systems:
-                    results.systems.append(
-                        self._run_system(WORKER, items, catalog_topic, templates)
-                    )
-                if NAIVE in cfg.systems and (
-                    cfg.naive_catalogs is None or items in cfg.naive_catalogs
-                ):
-                    results.systems.append(self._run_system(NAIVE, items, catalog_topic, templates))
+                # The pipe does not depend on the catalog: measured with the first one only.
+                systems = [
+                    s
+                    for s in cfg.systems
+                    if (s != PIPE or n == 0)
+                    and (s != NAIVE or cfg.naive_catalogs is None or items in cfg.naive_catalogs)
+                ]
+                self._run_set(results, systems, items, catalog_topic, templates)
             finally:
                 delete_topics(self.base.bootstrap_servers, catalog_topic)
+
+    def _run_set(
+        self,
+        results: BenchResults,
+        systems: Sequence[str],
+        items: int,
+        catalog_topic: str,
+        templates: list[Template],
+        attach_pid: int | None = None,
+    ) -> None:
+        """Start ``systems`` side by side, run the interleaved rounds, stop them."""
+        running: list[Running] = []
+        try:
+            running = self._start_all(systems, items, catalog_topic, templates, attach_pid)
+            self._rounds(running)
+        finally:
+            for run in running:
+                results.systems.append(run.result())
+            self._stop_all(running, attach_pid)
 
     def _config_doc(self) -> dict[str, Any]:
         cfg = self.config
@@ -363,10 +434,11 @@ class Bench:
             "duration_s": cfg.duration_s,
             "warmup_s": cfg.warmup_s,
             "max_duration_s": cfg.max_duration_s,
+            "max_warmup_s": cfg.max_warmup_s,
+            "repeats": cfg.repeats,
             "systems": list(cfg.systems),
             "users": cfg.users,
             "templates": cfg.templates,
-            "eighty": cfg.eighty,
             "skip_above": cfg.skip_above,
             "worker_env": dict(cfg.worker_env),
             "proc_env": dict(cfg.proc_env),
@@ -382,14 +454,12 @@ class Bench:
             "the end of the level; peak: VmHWM.",
         ]
         for system in results.systems:
+            label = system_label(system.system, system.catalog_items)
             if system.error:
                 reason = system.error.splitlines()[0]
-                notes.append(
-                    f"{system_label(system.system, system.catalog_items)} failed: {reason} "
-                    f"(log: {system.log_path})"
-                )
+                notes.append(f"{label} failed: {reason} (log: {system.log_path})")
             for step in system.steps:
-                where = f"{system_label(system.system, system.catalog_items)}, {step.step}"
+                where = f"{label}, {step.step} (round {step.repeat + 1})"
                 if not step.drained:
                     notes.append(f"{where}: the backlog was not worked off before the next level")
                 if step.note:
@@ -404,7 +474,7 @@ class Bench:
     def _run_attached(self, results: BenchResults, pid: int) -> None:
         """A worker that is running already: its catalog is read from its catalog topic (the
         traffic must name items it knows), its topics come from settings, nothing of it is
-        created or deleted. The pipe and the baseline still get topics of their own."""
+        created or deleted. The other systems still get topics of their own."""
         cfg = self.config
         topic = self.base.topic_catalog
         say(f"attached to pid {pid}: reading its catalog from {topic}")
@@ -415,13 +485,7 @@ class Bench:
         read_s = time.monotonic() - started
         results.catalogs.append(CatalogPrep(len(catalog), read_s, 0.0, topic))
         templates = make_templates(catalog, events=cfg.templates, users=cfg.users)
-        items = len(catalog)
-        if PIPE in cfg.systems:
-            results.systems.append(self._run_system(PIPE, 0, topic, templates))
-        if WORKER in cfg.systems:
-            results.systems.append(self._run_system(WORKER, items, topic, templates, pid))
-        if NAIVE in cfg.systems:
-            results.systems.append(self._run_system(NAIVE, items, topic, templates))
+        self._run_set(results, cfg.systems, len(catalog), topic, templates, pid)
 
     # ------------------------------------------------------------------ catalogs
 
@@ -465,130 +529,186 @@ class Bench:
         return chosen if chosen != "auto" else "fp32"
 
     def _process(self, system: str, settings: Settings, workdir: Path) -> SystemProcess:
+        env = self.config.proc_env
         if system == WORKER:
-            return worker_process(settings, workdir / "worker.log", self.config.proc_env)
+            return worker_process(settings, workdir / "worker.log", env)
+        if system == NAIVE_FULL:
+            return naive_full_process(settings, workdir, env)
+        if system == QUIX:
+            if not self.config.quix_python.exists():
+                raise StartError(
+                    f"{self.config.quix_python} not found: scripts/bench creates .venv-quix "
+                    "(liverank plus quixstreams) on demand"
+                )
+            return quix_process(settings, workdir, self.config.quix_python, env)
         if system == NAIVE:
             variant = self.variant or self._configured_variant()
-            return naive_process(settings, variant, workdir, self.config.proc_env)
+            return naive_process(settings, variant, workdir, env)
         return pipe_process(settings, workdir)
 
-    def _run_system(
+    def _start_all(
         self,
-        system: str,
+        systems: Sequence[str],
         items: int,
         catalog_topic: str,
         templates: list[Template],
-        attach_pid: int | None = None,
-    ) -> SystemResult:
+        attach_pid: int | None,
+    ) -> list[Running]:
+        """Every system launched side by side (start-up is not measured), then each waited for
+        and given its load generator; a system that fails to start is reported, not fatal."""
         cfg = self.config
-        label = system_label(system, items)
-        tag = f"{self.run_tag}-{system}-{items}"
-        workdir = cfg.work_dir / f"{system}-{items}"
-        workdir.mkdir(parents=True, exist_ok=True)
-        process: SystemProcess
-        if attach_pid is None:
-            settings = self._system_settings(tag, catalog_topic, workdir)
-            create_topics(settings)
-            process = self._process(system, settings, workdir)
-            say(f"{label}: starting (log: {process.log_path})")
-        else:
-            settings = self.base
-            process = AttachedProcess(system, attach_pid, readyz(settings))
-            say(f"{label}: attached to pid {attach_pid} (topic {settings.topic_events})")
-        bootstrap = settings.bootstrap_servers
-        variant = (self.variant or self._configured_variant()) if system == NAIVE else None
-        steps: list[StepResult] = []
-        skipped: list[float] = []
-        ready_s = 0.0
-        rss_ready: float | None = None
-        peak: float | None = None
-        error: str | None = None
-        sampler: Sampler | None = None
+        running: list[Running] = []
+        for system in sorted(systems, key=SYSTEMS.index):
+            sys_items = 0 if system == PIPE else items
+            tag = f"{self.run_tag}-{system}-{sys_items}"
+            workdir = cfg.work_dir / f"{system}-{sys_items}"
+            workdir.mkdir(parents=True, exist_ok=True)
+            rates = cfg.pipe_rates if system == PIPE else cfg.rates
+            process: SystemProcess
+            if system == WORKER and attach_pid is not None:
+                settings = self.base
+                process = AttachedProcess(system, attach_pid, readyz(settings))
+                say(f"{system}: attached to pid {attach_pid} (topic {settings.topic_events})")
+            else:
+                settings = self._system_settings(tag, catalog_topic, workdir)
+                create_topics(settings)
+                try:
+                    process = self._process(system, settings, workdir)
+                except StartError as exc:
+                    process = AttachedProcess(system, -1, lambda: False, workdir / "none.log")
+                    run = Running(system, sys_items, tag, workdir, settings, process, rates)
+                    run.error = str(exc)
+                    say(f"{run.label}: FAILED: {exc}")
+                    running.append(run)
+                    continue
+                if isinstance(process, ChildProcess):
+                    process.launch()
+                say(f"{system_label(system, sys_items)}: starting (log: {process.log_path})")
+            running.append(Running(system, sys_items, tag, workdir, settings, process, rates))
+        for run in running:
+            if run.error is None:
+                self._ready(run, templates)
+        return running
+
+    def _ready(self, run: Running, templates: list[Template]) -> None:
+        cfg = self.config
+        process, settings = run.process, run.settings
         try:
-            ready_s = process.start(cfg.start_timeout_s, say)
+            if isinstance(process, ChildProcess):
+                run.ready_s = process.wait_ready(cfg.start_timeout_s, say)
+            else:
+                run.ready_s = process.start(cfg.start_timeout_s, say)
             at_ready = procstat.sample(process.pid)
-            rss_ready = at_ready.rss_bytes / MIB if at_ready else None
-            if system == WORKER:
-                variant = worker_variant(process.log_tail(400))
-                if self.variant is None:
-                    self.variant = variant
+            run.rss_ready_mib = at_ready.rss_bytes / MIB if at_ready else None
+            if run.system == WORKER:
+                run.variant = worker_variant(process.log_tail(400))
+            elif run.system in (NAIVE, NAIVE_FULL, QUIX):
+                # The like-for-like systems load the model as the worker does, from settings.
+                run.variant = (
+                    self.variant or self._configured_variant()
+                    if run.system == NAIVE
+                    else self._configured_variant()
+                )
             say(
-                f"{label}: ready in {ready_s:.1f} s, RSS {rss_ready or 0:.0f} MiB"
-                + (f", ranker {variant}" if variant else "")
+                f"{run.label}: ready in {run.ready_s:.1f} s, RSS {run.rss_ready_mib or 0:.0f} MiB"
+                + (f", ranker {run.variant}" if run.variant else "")
             )
-            output = settings.topic_recommendations
-            counted = (
-                [output]
-                if system == PIPE
-                else [
-                    settings.topic_feedback,
-                    settings.topic_dead_letters,
-                ]
+            bootstrap = settings.bootstrap_servers
+            run.counted = (
+                [settings.topic_recommendations]
+                if run.system == PIPE
+                else [settings.topic_feedback, settings.topic_dead_letters]
             )
-            generator = LoadGenerator(
+            run.output_counter = TopicCounter(bootstrap, [settings.topic_recommendations])
+            run.generator = LoadGenerator(
                 {"bootstrap.servers": bootstrap, **keyed_by_user(settings)},
                 settings.topic_events,
                 templates,
-                tag,
+                run.tag,
             )
-            pids = {"system": process.pid, "bench": os.getpid()}
-            if cfg.broker_pid is not None:
-                pids["broker"] = cfg.broker_pid
-            sampler = Sampler(TopicCounter(bootstrap, counted), lambda: generator.sent, pids)
-            sampler.start()
-            ctx = Context(
-                system,
-                items,
-                settings,
-                process,
-                generator,
-                sampler,
-                TopicCounter(bootstrap, [output]),
-                output,
-            )
-            steps.append(self._max_step(ctx))
-            best = steps[-1].achieved_eps
-            self._report(label, steps[-1])
-            # 80% of max right after max, before any fixed rate overloads the system and leaves
-            # it in an after-overload state; then the fixed rates, slowest first.
-            if best > 0 and system != PIPE:
-                eighty = max(1.0, round(best * cfg.eighty, -1 if best > 100 else 0))
-                steps.append(self._fixed_step(ctx, EIGHTY, eighty))
-                self._report(label, steps[-1])
-            rates = sorted(cfg.pipe_rates if system == PIPE else cfg.rates)
-            for rate in rates:
-                if rate > cfg.skip_above * best:
-                    skipped.append(rate)
-                    continue
-                steps.append(self._fixed_step(ctx, f"{rate:g}", rate))
-                self._report(label, steps[-1])
-                if not steps[-1].drained:
-                    skipped += [r for r in rates if r > rate]
-                    break
-            final = procstat.sample(process.pid)
-            peak = final.peak_rss_bytes / MIB if final else None
         except (StartError, RuntimeError) as exc:
-            error = str(exc)
-            say(f"{label}: FAILED: {exc}")
-        finally:
-            if sampler is not None:
-                sampler.stop()
-            process.stop()
-            if attach_pid is None:
-                delete_topics(bootstrap, tag)
-            shutil.rmtree(workdir / "data", ignore_errors=True)
-        return SystemResult(
-            system=system,
-            catalog_items=items,
-            ready_s=ready_s,
-            rss_ready_mib=rss_ready,
-            peak_rss_mib=peak,
-            variant=variant,
-            steps=steps,
-            skipped_rates=skipped,
-            log_path=str(process.log_path),
-            error=error,
+            run.error = str(exc)
+            say(f"{run.label}: FAILED: {exc}")
+
+    def _stop_all(self, running: list[Running], attach_pid: int | None) -> None:
+        for run in running:
+            run.process.stop()
+        for run in running:
+            if run.system == WORKER and attach_pid is not None:
+                continue
+            bootstrap = run.settings.bootstrap_servers
+            shutil.rmtree(run.workdir / "data", ignore_errors=True)
+            try:
+                delete_topics(bootstrap, run.tag)
+                # Quix names its changelog topics changelog__<group>--<topic>--<store>.
+                delete_topics(bootstrap, f"changelog__{run.settings.app_id}")
+            except KafkaException as exc:  # a lost broker must not lose the report
+                say(f"{run.label}: topics not deleted: {exc}")
+
+    # ------------------------------------------------------------------ rounds
+
+    def _rounds(self, running: list[Running]) -> None:
+        """Each round: ``max`` on every system in turn, then each fixed rate, slowest first, on
+        every system in turn; the next system is driven only once the last one's backlog is
+        worked off, so one system runs at a time while the others idle."""
+        cfg = self.config
+        rates = sorted({r for run in running for r in run.rates})
+        for repeat in range(cfg.repeats):
+            say(f"round {repeat + 1} of {cfg.repeats}")
+            for run in running:
+                self._level(run, MAX, None, repeat)
+            behind: set[str] = set()
+            for rate in rates:
+                for run in running:
+                    if rate not in run.rates or run.error:
+                        continue
+                    if run.system in behind or (
+                        run.best_eps > 0 and rate > cfg.skip_above * run.best_eps
+                    ):
+                        run.skipped.add(rate)
+                        continue
+                    step = self._level(run, f"{rate:g}", rate, repeat)
+                    if step is not None and not step.drained:
+                        behind.add(run.system)  # still backlogged: higher rates would be too
+
+    def _level(
+        self, run: Running, label: str, rate: float | None, repeat: int
+    ) -> StepResult | None:
+        if run.error is not None or run.generator is None or run.output_counter is None:
+            return None
+        pids = {"system": run.process.pid, "bench": os.getpid()}
+        if self.config.broker_pid is not None:
+            pids["broker"] = self.config.broker_pid
+        bootstrap = run.settings.bootstrap_servers
+        generator = run.generator
+        sampler = Sampler(TopicCounter(bootstrap, run.counted), lambda: generator.sent, pids)
+        sampler.start()
+        ctx = Context(
+            run.system,
+            run.items,
+            run.settings,
+            run.process,
+            generator,
+            sampler,
+            run.output_counter,
+            run.settings.topic_recommendations,
+            repeat,
         )
+        try:
+            if rate is None:
+                step = self._max_step(ctx, start_rate=max(100.0, 0.8 * run.best_eps))
+                run.best_eps = step.achieved_eps
+            else:
+                step = self._fixed_step(ctx, label, rate)
+        except (StartError, RuntimeError) as exc:
+            run.error = str(exc)
+            say(f"{run.label}: FAILED: {exc}")
+            return None
+        finally:
+            sampler.stop()
+        run.steps.append(step)
+        self._report(run.label, step)
+        return step
 
     def _report(self, label: str, step: StepResult) -> None:
         lat = step.latency_ms
@@ -623,12 +743,12 @@ class Bench:
             time.sleep(0.1)
         return False
 
-    def _max_step(self, ctx: Context) -> StepResult:
+    def _max_step(self, ctx: Context, start_rate: float = 100.0) -> StepResult:
         """The most the system sustains: the send rate is steered so that a small standing
-        backlog (about a quarter second of work) never runs dry, sent smoothly like open-loop
-        traffic; the processing rate over the window is the system's ceiling."""
+        backlog never runs dry, sent smoothly like open-loop traffic; the processing rate over
+        the window is the system's ceiling. A later round starts near the last one's max."""
         cfg = self.config
-        control = SaturationControl(ctx.sampler.counters)
+        control = SaturationControl(ctx.sampler.counters, start_rate=start_rate)
         process = ctx.process
 
         def steer(now: float) -> float:
@@ -636,7 +756,7 @@ class Bench:
                 raise RuntimeError(f"{process.name} exited:\n{process.log_tail()}")
             return control(now)
 
-        warmup = max(cfg.warmup_s, MAX_WARMUP_S)
+        warmup = max(cfg.warmup_s, cfg.max_warmup_s)
         start = time.monotonic()
         ctx.generator.paced(warmup + cfg.max_duration_s, steer)
         w0, w1 = start + warmup, start + warmup + cfg.max_duration_s
@@ -735,4 +855,5 @@ class Bench:
             generator_behind_ms=behind_ms,
             drained=drained,
             note=note,
+            repeat=ctx.repeat,
         )

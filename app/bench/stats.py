@@ -113,3 +113,27 @@ def kept_up(
         return False
     allowed_growth = max(50.0, (1.0 - min_ratio) * offered * window_s)
     return achieved >= min_ratio * offered and backlog_end - backlog_start <= allowed_growth
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """The median of repeated measurements and their range (None when there were none)."""
+
+    n: int
+    median: float | None
+    lo: float | None
+    hi: float | None
+
+
+def spread(values: Sequence[float | None]) -> Spread:
+    """Median and min-max of the values that were measured (None: not measured that time).
+
+    >>> spread([3.0, 1.0, None, 2.0])
+    Spread(n=3, median=2.0, lo=1.0, hi=3.0)
+    >>> spread([None]).median is None
+    True
+    """
+    found = sorted(v for v in values if v is not None and not math.isnan(v))
+    if not found:
+        return Spread(0, None, None, None)
+    return Spread(len(found), float(np.median(found)), found[0], found[-1])

@@ -1,4 +1,5 @@
-"""The systems under test as child processes: the liverank worker, the naive baseline, the pipe."""
+"""The systems under test as child processes: the liverank worker, the like-for-like naive loop,
+the Quix Streams application, the plain naive baseline and the pipe."""
 
 from __future__ import annotations
 
@@ -16,13 +17,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from app.bench.kafka_io import group_assigned
 from app.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 WORKER = "liverank"
-NAIVE = "naive"
+NAIVE_FULL = "naive-full"  # a per-event loop doing the worker's own work (app.bench.naive_full)
+QUIX = "quix"  # the worker's own work in a Quix Streams application (app.bench.quix_app)
+NAIVE = "naive"  # the plain per-event loop (app.bench.naive): less work than the worker's
 PIPE = "pipe"
+SYSTEMS = (WORKER, NAIVE_FULL, QUIX, NAIVE, PIPE)
+LABELS = {NAIVE_FULL: "naive-full (like-for-like)", NAIVE: "naive (plain)"}
+QUIX_PYTHON = ROOT / ".venv-quix" / "bin" / "python"
+
+
+def label_of(system: str) -> str:
+    """How the report names a system.
+
+    >>> label_of("naive"), label_of("liverank")
+    ('naive (plain)', 'liverank')
+    """
+    return LABELS.get(system, system)
 
 
 class StartError(RuntimeError):
@@ -118,6 +134,7 @@ class ChildProcess:
     ready: Callable[[], bool]
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     proc: subprocess.Popen[bytes] | None = None
+    _started: float = 0.0
 
     @property
     def pid(self) -> int:
@@ -127,8 +144,13 @@ class ChildProcess:
 
     def start(self, timeout_s: float, progress: Callable[[str], None] | None = None) -> float:
         """Start and wait until ready; returns the seconds that took."""
+        self.launch()
+        return self.wait_ready(timeout_s, progress)
+
+    def launch(self) -> None:
+        """Start the process without waiting (systems start side by side)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
+        self._started = time.monotonic()
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
                 self.argv,
@@ -138,7 +160,13 @@ class ChildProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        next_note = started + 15.0
+
+    def wait_ready(self, timeout_s: float, progress: Callable[[str], None] | None = None) -> float:
+        """Wait until the launched process is ready; returns the seconds since its launch."""
+        if self.proc is None:
+            raise StartError(f"{self.name} is not started")
+        started = self._started
+        next_note = time.monotonic() + 15.0
         while True:
             if self.proc.poll() is not None:
                 raise StartError(
@@ -266,6 +294,44 @@ def naive_process(
         log_path=workdir / "naive.log",
         ready=_ready_file(ready),
         env=_env({**SINGLE_THREADED_BLAS, **(proc_env or {})}),
+    )
+
+
+def naive_full_process(
+    settings: Settings, workdir: Path, proc_env: Mapping[str, str] | None = None
+) -> ChildProcess:
+    """The like-for-like per-event loop, configured exactly as the worker (``LIVERANK_*``)."""
+    ready = workdir / "ready"
+    env = _env(proc_env or {})
+    env.update(settings_env(settings))
+    return ChildProcess(
+        name=NAIVE_FULL,
+        argv=[sys.executable, "-m", "app.bench.naive_full", "--ready-file", str(ready)],
+        log_path=workdir / "naive-full.log",
+        ready=_ready_file(ready),
+        env=env,
+    )
+
+
+def quix_process(
+    settings: Settings,
+    workdir: Path,
+    python: Path = QUIX_PYTHON,
+    proc_env: Mapping[str, str] | None = None,
+) -> ChildProcess:
+    """The Quix Streams application in its own virtualenv, configured as the worker. Ready once
+    it has loaded and its consumer group holds the events topic's partitions."""
+    ready = workdir / "ready"
+    loaded = _ready_file(ready)
+    bootstrap, group, topic = settings.bootstrap_servers, settings.app_id, settings.topic_events
+    env = _env(proc_env or {})
+    env.update(settings_env(settings))
+    return ChildProcess(
+        name=QUIX,
+        argv=[str(python), "-m", "app.bench.quix_app", "--ready-file", str(ready)],
+        log_path=workdir / "quix.log",
+        ready=lambda: loaded() and group_assigned(bootstrap, group, topic),
+        env=env,
     )
 
 
