@@ -22,6 +22,32 @@ from typing import Any
 import faust
 from faust.types import EventT
 
+# How long the stream must stay empty before an eager batch closes: records the consumer has
+# already fetched reach the stream within it (a backlog keeps filling the batch), a record not
+# yet fetched does not (it would cost a fetch round trip to wait for).
+QUIET_S = 0.001
+
+
+async def _settle(
+    stream: faust.Stream[Any],
+    channel: Any,
+    events: list[EventT[Any]],
+    max_: int,
+    *,
+    started_at: float,
+    within_s: float,
+) -> None:
+    """Wait while records keep arriving: until the batch is full, the stream stayed empty for
+    :data:`QUIET_S`, or the batch's first record has waited ``within_s``."""
+    loop = asyncio.get_running_loop()
+    while len(events) < max_ and not stream.should_stop:
+        if within_s > 0 and loop.time() - started_at >= within_s:
+            return
+        seen = len(events)
+        await asyncio.sleep(QUIET_S)
+        if len(events) == seen and channel.empty():
+            return
+
 
 async def take_batches(
     stream: faust.Stream[Any], max_: int, within_s: float, *, eager: bool = True
@@ -38,9 +64,12 @@ async def take_batches(
     consuming: asyncio.Future[None] | None = None
     channel: Any = stream.channel
     enable_acks = stream.enable_acks
+    loop = asyncio.get_running_loop()
+
+    first_at = 0.0  # when the batch's first event was added (loop time)
 
     async def add(value: Any) -> Any:
-        nonlocal consuming
+        nonlocal consuming, first_at
         if consuming is not None:
             try:
                 await consuming  # the batch is being processed: wait for it
@@ -50,6 +79,8 @@ async def take_batches(
         if event is None:
             raise RuntimeError("a record reached the batch without its event")
         events.append(event)
+        if len(events) == 1:
+            first_at = loop.time()
         if len(events) >= max_:
             ready.set()
             consumed.clear()
@@ -70,7 +101,9 @@ async def take_batches(
             if not events:
                 ready.clear()
                 continue
-            consuming = asyncio.get_running_loop().create_future()
+            if eager:
+                await _settle(stream, channel, events, max_, started_at=first_at, within_s=within_s)
+            consuming = loop.create_future()
             try:
                 yield list(events)
             finally:
