@@ -174,6 +174,20 @@ _REASONS = {
 _TEXT = "text/plain; charset=utf-8"
 
 
+def request_path(request_line: bytes) -> bytes | tuple[int, bytes, str]:
+    """The path of ``GET <path> HTTP/1.x`` (query string dropped), or the error response.
+
+    >>> request_path(b"GET /metrics?x=1 HTTP/1.1"), request_path(b"POST / HTTP/1.1")[0]
+    (b'/metrics', 405)
+    """
+    parts = request_line.split()
+    if len(parts) != 3:
+        return 400, b"bad request\n", _TEXT
+    if parts[0] != b"GET":
+        return 405, b"only GET\n", _TEXT
+    return parts[1].split(b"?", 1)[0]
+
+
 class HttpServer:
     """``/metrics``, ``/healthz`` (``/livez``) and ``/readyz`` from one thread running an
     asyncio server: slow or idle connections cost a socket, never a thread. A connection that
@@ -261,12 +275,9 @@ class HttpServer:
 
     def respond(self, request_line: bytes) -> tuple[int, bytes, str]:
         """(status, body, content type) for ``GET <path> HTTP/1.x``."""
-        parts = request_line.split()
-        if len(parts) != 3:
-            return 400, b"bad request\n", _TEXT
-        if parts[0] != b"GET":
-            return 405, b"only GET\n", _TEXT
-        path = parts[1].split(b"?", 1)[0]
+        path = request_path(request_line)
+        if isinstance(path, tuple):
+            return path
         if path == b"/metrics":
             self.metrics.ready.set(1 if self.health.is_ready() else 0)
             self.metrics.last_progress.set(self.health.last_progress)

@@ -362,6 +362,7 @@ def decode_state(raw: bytes) -> UserState:
     if not isinstance(doc, tuple) or not doc or doc[0] != STATE_VERSION:
         found = doc[0] if isinstance(doc, tuple) and doc else type(doc).__name__
         raise ValueError(f"unsupported user state version {found!r}")
+    # Unpacking checks the field count: a state of another shape is refused (ValueError).
     (
         _version,
         user_id,

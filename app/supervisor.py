@@ -40,7 +40,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from app.health import Health, HttpServer
+from app.health import Health, HttpServer, request_path
 from app.metrics import Metrics
 from app.settings import Settings
 from app.shutdown import EXIT_FAILED, EXIT_FORCED
@@ -276,12 +276,9 @@ class FrontServer(HttpServer):
         self.supervisor = supervisor
 
     def respond(self, request_line: bytes) -> tuple[int, bytes, str]:
-        parts = request_line.split()
-        if len(parts) != 3:
-            return 400, b"bad request\n", _TEXT
-        if parts[0] != b"GET":
-            return 405, b"only GET\n", _TEXT
-        path = parts[1].split(b"?", 1)[0]
+        path = request_path(request_line)
+        if isinstance(path, tuple):
+            return path
         sup = self.supervisor
         if path == b"/metrics":
             return 200, sup.metrics(), CONTENT_TYPE_LATEST

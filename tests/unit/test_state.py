@@ -311,6 +311,13 @@ V2_HEX = (
 
 
 def test_unreadable_or_unknown_states_are_refused() -> None:
-    for raw in (b'{"v": 99}', msgpack.packb((99, "u")), msgpack.packb({"v": 2}), b"\xc1", b""):
+    for raw in (
+        b'{"v": 99}',
+        msgpack.packb((99, "u")),
+        msgpack.packb({"v": 2}),
+        msgpack.packb((2, "u")),
+        b"\xc1",
+        b"",
+    ):
         with pytest.raises(ValueError):
             decode_state(raw)
