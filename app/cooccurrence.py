@@ -80,6 +80,6 @@ class Cooccurrence:
         weights: Sequence[float] = RECENT_WEIGHTS,
     ) -> list[str]:
         """Up to ``k`` items by :meth:`scores`, best first (ties by id), none of ``exclude``."""
-        scored = [(s, i) for i, s in self.scores(recent, weights).items() if i not in exclude]
-        best = heapq.nsmallest(k, scored, key=lambda si: (-si[0], si[1]))
-        return [i for _s, i in best]
+        # (-score, id) tuples compare in C: best first, ties by id, no key function per item.
+        scored = [(-s, i) for i, s in self.scores(recent, weights).items() if i not in exclude]
+        return [i for _s, i in heapq.nsmallest(k, scored)]
