@@ -33,7 +33,7 @@ from app.codec import (
     encode_recommendation,
 )
 from app.cooccurrence import Cooccurrence
-from app.logs import (
+from app.log_budget import (
     DEAD_LETTER_LOG_LINES,
     DEAD_LETTER_LOG_WINDOW_S,
     LogBudget,

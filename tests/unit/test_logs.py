@@ -16,10 +16,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app import logs
+from app import log_budget, logs
 from app.catalog import Catalog
 from app.codec import encode_event
-from app.logs import JsonFormatter, LogBudget
+from app.log_budget import LogBudget
+from app.logs import JsonFormatter
 from app.processor import Processor
 from app.records import DeadLetterError, Event, Source
 from app.scoring.gate import ModelSlot
@@ -33,7 +34,7 @@ RFC3339_MS_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 def test_docstring_examples() -> None:
-    result = doctest.testmod(importlib.import_module("app.logs"))
+    result = doctest.testmod(importlib.import_module("app.log_budget"))
     assert result.attempted > 0 and result.failed == 0
 
 
@@ -257,13 +258,15 @@ def test_a_decoded_event_that_is_dead_lettered_has_its_event_and_user_ids(
 def test_dead_letter_lines_are_rate_limited_per_error_kind(
     processor: Processor, caplog: pytest.LogCaptureFixture
 ) -> None:
-    flood = [(b"{", Source("events", 0, i, b"u1")) for i in range(3 * logs.DEAD_LETTER_LOG_LINES)]
+    flood = [
+        (b"{", Source("events", 0, i, b"u1")) for i in range(3 * log_budget.DEAD_LETTER_LOG_LINES)
+    ]
     other = [(b"[]", Source("events", 0, len(flood), b"u1"))]
     with caplog.at_level(logging.INFO, logger="app.processor"):
         result = processor.handle_batch(flood + other, NO_STATE.get)
     assert all(o.status == "dead_letter" for o in result.outcomes)  # every one is dead-lettered
     errors = [getattr(r, "error", None) for r in _records(caplog, logging.WARNING)]
-    assert errors == ["malformed_json"] * logs.DEAD_LETTER_LOG_LINES + ["not_an_object"]
+    assert errors == ["malformed_json"] * log_budget.DEAD_LETTER_LOG_LINES + ["not_an_object"]
 
 
 def test_a_recommendation_is_logged_at_debug_with_its_request_id(
