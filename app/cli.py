@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.settings import Settings, SettingsError
+from app.core.settings import Settings, SettingsError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,22 +80,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         # BLAS reads its thread count when numpy is first imported, which is just below.
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(settings.blas_threads)
-        from app.supervisor import process_count
+        from app.streams.supervisor import process_count
 
         processes = process_count(settings.processes)
         if processes > 1:
-            # Several worker processes behind one set of probes (app/supervisor.py); each child
-            # is this same command with PROCESSES=1, so one process is exactly a worker.
-            from app import logs
-            from app.supervisor import run_supervisor
+            # Several worker processes behind one set of probes (app/streams/supervisor.py);
+            # each child is this same command with PROCESSES=1, so one process is exactly a
+            # worker.
+            from app.ops import logs
+            from app.streams.supervisor import run_supervisor
 
             logs.configure(settings, args.loglevel)
             return run_supervisor(settings, processes, os.environ, loglevel=args.loglevel)
-        from app.kafka_config import KafkaUnavailable
-        from app.scoring.base import ModelContractError
-        from app.shutdown import EXIT_FAILED, WorkerFailed
-        from app.topics import PartitionMismatch, TopicTooSmall
-        from app.worker import run_worker
+        from app.core.scoring.base import ModelContractError
+        from app.kafka.kafka_config import KafkaUnavailable
+        from app.kafka.topics import PartitionMismatch, TopicTooSmall
+        from app.streams.shutdown import EXIT_FAILED, WorkerFailed
+        from app.streams.worker import run_worker
 
         try:
             run_worker(settings, loglevel=args.loglevel)
@@ -117,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 4
         return 0
     if args.command == "topics":
-        from app.topics import create_topics, topic_specs
+        from app.kafka.topics import create_topics, topic_specs
 
         if args.action == "create":
             for name, status in create_topics(settings).items():
@@ -127,16 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{spec.name}\t{spec.partitions}\t{spec.role}")
         return 0
     if args.command == "catalog":
-        from app.codec import decode_item
-        from app.demo import publish_catalog
-        from app.records import Item
-        from app.synthetic import make_catalog
+        from app.core.codec import decode_item
+        from app.core.records import Item
+        from app.dev.demo import publish_catalog
+        from app.dev.synthetic import make_catalog
 
         items: list[Item] = []
         if args.sample:
             items = make_catalog(args.sample)
         if args.movielens:
-            from app.demo import demo_catalog
+            from app.dev.demo import demo_catalog
 
             items += demo_catalog(0)
         if args.file:
@@ -148,15 +149,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"published {publish_catalog(settings, items)} items to {settings.topic_catalog}")
         return 0
     if args.command == "demo":
-        from app.demo import run_demo
+        from app.dev.demo import run_demo
 
         run_demo(
             settings, users=args.users, items=args.items, rate=args.rate, duration_s=args.duration
         )
         return 0
     if args.command == "model":
-        from app.model_publish import publish_model
-        from app.scoring.base import ModelContractError
+        from app.core.scoring.base import ModelContractError
+        from app.streams.model_publish import publish_model
 
         try:
             update = publish_model(settings, args.path, note=args.note)
@@ -169,15 +170,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     if args.command == "quality":
-        from app.quality_report import read_quality, report
+        from app.ops.quality_report import read_quality, report
 
         windows = [int(w) for w in args.windows.split(",") if w.strip()]
         live, now_ms = read_quality(settings, windows, settings.quality_k)
         print(report(live, now_ms))
         return 0
     if args.command == "partitions":
-        from app.repartition import MigrationRefused, migrate
-        from app.repartition import status as partition_status
+        from app.kafka.repartition import MigrationRefused, migrate
+        from app.kafka.repartition import status as partition_status
 
         try:
             if args.action == "status":

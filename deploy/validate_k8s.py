@@ -25,8 +25,8 @@ from kubernetes_validate.utils import SchemaNotFoundError, ValidationError, vali
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.settings import Settings, SettingsError  # noqa: E402, F401 - path set first (run as a script)
-from app.topics import topic_specs  # noqa: E402
+from app.core.settings import Settings, SettingsError  # noqa: E402, F401 - path set first (run as a script)
+from app.kafka.topics import topic_specs  # noqa: E402
 
 OVERLAYS = ROOT / "deploy" / "k8s" / "overlays"
 # The partition migration Job, rendered with the base it shares settings and Secrets with.
@@ -37,7 +37,7 @@ SCHEMAS = ROOT / "deploy" / "schemas"
 # The oldest Kubernetes minor the manifests promise to work on (StatefulSet's
 # persistentVolumeClaimRetentionPolicy is GA in 1.32).
 KUBERNETES_VERSION = "1.32"
-# What app/health.py serves.
+# What app/ops/health.py serves.
 SERVED_PATHS = {"/healthz", "/livez", "/readyz", "/metrics"}
 
 Obj = dict[str, Any]

@@ -3,7 +3,7 @@
 Run by ``tests/unit/test_observability.py``, or as ``python deploy/validate_observability.py``.
 No Prometheus, no Grafana, no network: every PromQL expression is parsed with ``promql-parser``
 (PyPI; Rust bindings of GreptimeTeam's promql-parser, which also type-checks function
-arguments), and every metric it names must be a series that a real ``app.metrics.Metrics``
+arguments), and every metric it names must be a series that a real ``app.ops.metrics.Metrics``
 registry exposes, so the rules and the dashboard cannot drift from the code. Alerts need a
 severity, a summary, a description and a runbook; the dashboard needs unique panel ids, a
 description on every panel and the ``${datasource}`` variable on every query; the ConfigMap
@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.metrics import Metrics  # noqa: E402 - path set first (run as a script)
+from app.ops.metrics import Metrics  # noqa: E402 - path set first (run as a script)
 
 RULES = ROOT / "deploy" / "k8s" / "base" / "prometheusrule.yaml"
 GRAFANA = ROOT / "deploy" / "grafana"

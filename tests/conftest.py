@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from app.catalog import Catalog
-from app.codec import format_time_ms
-from app.ranking import model_vectorizer
-from app.records import Event, EventType, Item
-from app.scoring.package import LoadedModel, load_package
-from app.settings import Settings
+from app.core.catalog import Catalog
+from app.core.codec import format_time_ms
+from app.core.ranking import model_vectorizer
+from app.core.records import Event, EventType, Item
+from app.core.scoring.package import LoadedModel, load_package
+from app.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "seqrank-1"

@@ -11,7 +11,7 @@ from typing import Any
 
 import onnx
 
-from app.scoring.package import MANIFEST
+from app.core.scoring.package import MANIFEST
 from tests.conftest import MODEL
 
 

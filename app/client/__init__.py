@@ -1,9 +1,9 @@
 """The client library: publish behaviour events and read the recommendations they produce.
 
-Both classes take the worker's :class:`~app.settings.Settings` (``Settings.from_env(os.environ)``
-reads the same ``LIVERANK_*`` variables), or keyword changes to the defaults, so topic names,
-brokers, security and the partitioner come from one place. Publish a search and wait for its
-ranked results::
+Both classes take the worker's :class:`~app.core.settings.Settings`
+(``Settings.from_env(os.environ)`` reads the same ``LIVERANK_*`` variables), or keyword changes
+to the defaults, so topic names, brokers, security and the partitioner come from one place.
+Publish a search and wait for its ranked results::
 
     import asyncio
 
@@ -44,9 +44,9 @@ from app.client.reader import (
     RecommendationReader,
     RecommendationTimeout,
 )
-from app.codec import decode_recommendation
-from app.records import Event, EventType, RankedItem, Recommendation
-from app.settings import Settings
+from app.core.codec import decode_recommendation
+from app.core.records import Event, EventType, RankedItem, Recommendation
+from app.core.settings import Settings
 
 __all__ = [
     "AsyncEventPublisher",

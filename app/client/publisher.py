@@ -13,17 +13,17 @@ from typing import Any, Generic, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from app.codec import DecodeError, decode_event, encode_event, format_time_ms
-from app.kafka_config import (
+from app.core.codec import DecodeError, decode_event, encode_event, format_time_ms
+from app.core.partitioning import Partitioner, partition_for
+from app.core.records import Event, EventType
+from app.core.settings import Settings
+from app.kafka.kafka_config import (
     PRODUCER_QUEUE,
     RecordRefused,
     client_config,
     keyed_by_user,
     produce_waiting,
 )
-from app.partitioning import Partitioner, partition_for
-from app.records import Event, EventType
-from app.settings import Settings
 
 Context = Mapping[str, str | int | float | bool | None]
 

@@ -14,10 +14,10 @@ from typing import Any, Literal
 from confluent_kafka import Consumer, TopicPartition
 
 from app.client.publisher import TopicNotFound, settings_from
-from app.codec import DecodeError, decode_recommendation
-from app.kafka_config import reader_config
-from app.records import Recommendation
-from app.settings import Settings
+from app.core.codec import DecodeError, decode_recommendation
+from app.core.records import Recommendation
+from app.core.settings import Settings
+from app.kafka.kafka_config import reader_config
 
 log = logging.getLogger(__name__)
 

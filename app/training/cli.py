@@ -56,7 +56,7 @@ def baselines(split: Split, k: int) -> dict[str, dict[str, float]]:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from app.scoring.package import load_package
+    from app.core.scoring.package import load_package
     from app.training.export import write_package
     from app.training.onnx_eval import onnx_score_fn, time_scoring
     from app.training.train import TrainConfig, torch_score_fn, train
@@ -147,7 +147,7 @@ def _finish_package(out: Path, metrics: dict[str, Any]) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from app.scoring.package import load_package
+    from app.core.scoring.package import load_package
     from app.training.onnx_eval import onnx_score_fn, time_scoring
     from app.training.train import item_tables
 
@@ -185,9 +185,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     import torch
 
-    from app.model_publish import publish_model
-    from app.scoring.package import load_package
-    from app.settings import Settings
+    from app.core.scoring.package import load_package
+    from app.core.settings import Settings
+    from app.streams.model_publish import publish_model
     from app.training.export import write_package
     from app.training.onnx_eval import onnx_score_fn
     from app.training.stream import (

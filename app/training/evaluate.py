@@ -9,8 +9,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from app.exclusions import excluded
-from app.state import StateLimits
+from app.core.exclusions import excluded
+from app.core.state import StateLimits
 from app.training.sequences import Split
 
 # The interactions a user's state keeps (HISTORY_SIZE's default): the worker excludes them.
@@ -117,7 +117,7 @@ def served_exclusions(
     histories: list[NDArray[np.int64]], kept: int = KEPT_HISTORY
 ) -> list[NDArray[np.int64]]:
     """What the worker would not show after each history's last interaction
-    (app.exclusions, next-item, the default policy): the last ``kept`` items, as the user's
+    (app.core.exclusions, next-item, the default policy): the last ``kept`` items, as the user's
     state keeps them (``HISTORY_SIZE``).
 
     >>> served_exclusions([np.array([1, 2, 3])], kept=2)

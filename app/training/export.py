@@ -15,8 +15,8 @@ import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
-from app.features import CANDIDATE_FEATURES, USER_FEATURES
-from app.scoring.package import (
+from app.core.features import CANDIDATE_FEATURES, USER_FEATURES
+from app.core.scoring.package import (
     CONTRACT_VERSION,
     ENCODER_INPUTS,
     ENCODER_OUTPUT,

@@ -1,6 +1,6 @@
 """Training's per-user model inputs, computed by the serving code: each user's states come from
-``app.state.apply_event`` over their sequence, and the genre affinities from
-``app.features.genre_affinity``, so training, evaluation and the worker cannot drift apart."""
+``app.core.state.apply_event`` over their sequence, and the genre affinities from
+``app.core.features.genre_affinity``, so training, evaluation and the worker cannot drift apart."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from app.features import genre_affinity
-from app.records import Event, EventType, Item, item_genres
-from app.state import StateLimits, UserState, apply_event
+from app.core.features import genre_affinity
+from app.core.records import Event, EventType, Item, item_genres
+from app.core.state import StateLimits, UserState, apply_event
 from app.training.sequences import SequenceData, interaction_times
 
 # The data's interaction type numbers (app.training.sequences) as event types.
@@ -45,7 +45,7 @@ class GenreTrack:
 
     ``genres[g, i]``: 1 / (item i's genre count) when item ``i`` has genre ``names[g]`` (so
     ``affinity @ genres`` is the mean affinity over an item's genres, as
-    app.features.genre_match serves it); ``affinity[u][j]``: user ``u``'s scaled affinity
+    app.core.features.genre_match serves it); ``affinity[u][j]``: user ``u``'s scaled affinity
     vector after their ``j``-th interaction, at its time."""
 
     names: tuple[str, ...]

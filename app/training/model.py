@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from app.ranking import TYPE_IDS
+from app.core.ranking import TYPE_IDS
 
 N_TYPES = len(TYPE_IDS) + 1  # 0 pads
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from app.records import Item
+from app.core.records import Item
 from app.training.features import data_items
 from app.training.sequences import SequenceData
 

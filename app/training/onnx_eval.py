@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from app.features import user_features
-from app.ranking import TYPE_IDS
-from app.scoring.base import RankInputs
-from app.scoring.package import LoadedModel, load_package
+from app.core.features import user_features
+from app.core.ranking import TYPE_IDS
+from app.core.scoring.base import RankInputs
+from app.core.scoring.package import LoadedModel, load_package
 from app.training.features import affinity_after
 from app.training.train import ItemTables, model_ids
 

@@ -8,11 +8,11 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from app.synthetic import GENRES
+from app.dev.synthetic import GENRES
 
 Stage = Literal["valid", "test"]
 
-# Interaction types as the model numbers them; the same numbers as app.ranking.TYPE_IDS (a unit
+# Interaction types as the model numbers them; the same numbers as app.core.ranking.TYPE_IDS (a unit
 # test keeps the two in step) without importing the serving stack into offline code.
 VIEW, CLICK, ADD_TO_CART, PURCHASE = 1, 2, 3, 4
 
@@ -161,7 +161,8 @@ def history_for(split: Split, user: int, stage: str) -> NDArray[np.int64]:
 
 
 def _genre_vocab(genres: int) -> list[tuple[str, tuple[str, ...]]]:
-    """Genre names and title words: app.synthetic's eight, then made-up ones if more are asked."""
+    """Genre names and title words: app.dev.synthetic's eight, then made-up ones if more are
+    asked."""
     vocab = list(GENRES.items())[:genres]
     for g in range(len(vocab), genres):
         vocab.append((f"genre{g}", tuple(f"g{g}word{j}" for j in range(6))))

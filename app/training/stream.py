@@ -14,12 +14,12 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from app.codec import decode_item, parse_time_ms
-from app.ranking import TYPE_IDS
-from app.records import ITEM_EVENTS, Item, item_genres
-from app.scoring.package import LoadedModel
-from app.settings import Settings
-from app.topic_reader import read_topic
+from app.core.codec import decode_item, parse_time_ms
+from app.core.ranking import TYPE_IDS
+from app.core.records import ITEM_EVENTS, Item, item_genres
+from app.core.scoring.package import LoadedModel
+from app.core.settings import Settings
+from app.kafka.topic_reader import read_topic
 from app.training.sequences import SequenceData
 
 # The events that are interactions with an item (searches and forget_user are not).
@@ -113,8 +113,8 @@ def read_stream_data(
 def serving_package(settings: Settings, timeout_s: float = 30.0) -> Path:
     """The package the workers serve: the newest one announced on the model-updates topic for
     the packaged model's name, else the packaged one (``MODEL_PATH``)."""
-    from app.codec import decode_model_update
-    from app.scoring.package import read_spec
+    from app.core.codec import decode_model_update
+    from app.core.scoring.package import read_spec
 
     name = read_spec(settings.model_path)[0].name
     path = settings.model_path

@@ -13,10 +13,10 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from app.features import user_features
-from app.ranking import TYPE_IDS
-from app.state import StateLimits
-from app.text import term_ids, tokenize
+from app.core.features import user_features
+from app.core.ranking import TYPE_IDS
+from app.core.state import StateLimits
+from app.core.text import term_ids, tokenize
 from app.training.evaluate import evaluate
 from app.training.features import GenreTrack, affinity_after, data_items, genre_track
 from app.training.model import ModelConfig, SequenceRanker
@@ -81,7 +81,7 @@ def item_tables(
         tokens.append(frozenset(toks))
     counts = np.bincount(np.concatenate(train) if train else np.zeros(0, np.int64), minlength=n)
     track = genre_track(data, data_items(data, counts), limits or StateLimits())
-    # As the worker's catalog scales it (app.catalog): log1p(count) over the catalog's largest.
+    # As the worker's catalog scales it (app.core.catalog): log1p(count) over the catalog's largest.
     # The catalog served is the primary data's items; content-only items are scaled alike.
     primary = content_only_from if content_only_from is not None else n
     log_pop = np.log1p(counts.astype(np.float64))
@@ -246,7 +246,7 @@ class BatchMaker:
 
 def query_match_batch(tables: ItemTables, queries: list[tuple[str, ...]]) -> NDArray[np.float32]:
     """(queries, n_items + 1): the fraction of each query's tokens an item contains, as
-    app.features computes ``query_match`` when serving."""
+    app.core.features computes ``query_match`` when serving."""
     width = max(1, max(len(q) for q in queries))
     index = np.zeros((len(queries), width), dtype=np.int64)
     for r, q in enumerate(queries):

@@ -9,7 +9,7 @@ import sys
 import warnings
 from collections.abc import Callable
 
-from app.localkafka import LocalKafka
+from app.dev.localkafka import LocalKafka
 
 KAFKA_IMAGE = "confluentinc/cp-kafka:7.9.1"
 ENV_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
@@ -66,7 +66,7 @@ def resolve_bootstrap(tmp_root: pathlib.Path) -> tuple[str, Callable[[], None]]:
 
     1. ``KAFKA_BOOTSTRAP_SERVERS`` if set (an external broker; stopping is a no-op).
     2. testcontainers' ``KafkaContainer`` (Kafka 3.9) if a Docker engine answers.
-    3. A local JVM broker from app/localkafka.py with its data under ``tmp_root``.
+    3. A local JVM broker from app/dev/localkafka.py with its data under ``tmp_root``.
     """
     external = os.environ.get(ENV_BOOTSTRAP, "").strip()
     if external:

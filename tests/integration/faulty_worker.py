@@ -17,8 +17,8 @@ from typing import Any
 
 import faust
 
-from app.agents import batching
 from app.cli import main
+from app.streams.agents import batching
 
 FAULT_ONCE_FILE = "FAULT_ONCE_FILE"
 

@@ -16,9 +16,9 @@ import jsonschema
 import orjson
 import pytest
 
-from app.codec import format_time_ms, load_schema
-from app.settings import Settings
-from app.synthetic import make_catalog
+from app.core.codec import format_time_ms, load_schema
+from app.core.settings import Settings
+from app.dev.synthetic import make_catalog
 from tests.integration.kafka_io import KafkaIO, Record
 from tests.integration.worker_process import (
     ROOT,

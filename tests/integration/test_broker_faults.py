@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from app.localkafka import BrokerSecurity, LocalKafka
-from app.settings import Secret
+from app.core.settings import Secret
+from app.dev.localkafka import BrokerSecurity, LocalKafka
 from tests.integration.kafka_io import KafkaIO
 from tests.integration.test_faults import (
     answered,

@@ -19,9 +19,9 @@ from app.client import (
     RecommendationTimeout,
     TopicNotFound,
 )
-from app.partitioning import Partitioner, partition_for
-from app.records import Item
-from app.settings import Settings
+from app.core.partitioning import Partitioner, partition_for
+from app.core.records import Item
+from app.core.settings import Settings
 from tests.integration.kafka_io import KafkaIO
 from tests.integration.worker_process import WorkerProcess, isolated_settings, running_worker
 

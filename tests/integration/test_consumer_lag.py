@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from app.settings import Settings
-from app.topics import create_topics
+from app.core.settings import Settings
+from app.kafka.topics import create_topics
 from tests.integration.kafka_io import KafkaIO
 from tests.integration.worker_process import isolated_settings, running_worker
 

@@ -14,14 +14,14 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from app.codec import encode_event, encode_item, format_time_ms
-from app.kafka_config import keyed_by_user
-from app.localkafka import pick_free_ports
-from app.records import NEXT_ITEM_TRIGGERS, Event, EventType
-from app.settings import Settings
-from app.state import StateLimits, UserState, apply_event, decode_state
-from app.synthetic import Traffic, make_catalog
-from app.topics import changelog_topic, create_topics
+from app.core.codec import encode_event, encode_item, format_time_ms
+from app.core.records import NEXT_ITEM_TRIGGERS, Event, EventType
+from app.core.settings import Settings
+from app.core.state import StateLimits, UserState, apply_event, decode_state
+from app.dev.localkafka import pick_free_ports
+from app.dev.synthetic import Traffic, make_catalog
+from app.kafka.kafka_config import keyed_by_user
+from app.kafka.topics import changelog_topic, create_topics
 from tests.integration.kafka_io import KafkaIO, Record
 from tests.integration.worker_process import WorkerProcess, isolated_settings, read_states
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.codec import ModelUpdate, encode_model_update
-from app.settings import Settings
+from app.core.codec import ModelUpdate, encode_model_update
+from app.core.settings import Settings
 from tests.integration.kafka_io import KafkaIO
 from tests.integration.test_faults import (
     answered_ids,
@@ -114,7 +114,7 @@ def test_the_stream_reads_back_as_training_sequences(
 ) -> None:
     """What retraining learns from: every interaction applied so far, per user in event-time
     order, over the catalog's items (redeliveries, marked duplicate, are skipped)."""
-    from app.synthetic import make_catalog
+    from app.dev.synthetic import make_catalog
     from app.training.stream import read_stream_data
 
     events = interleaved_events(400, seed=31)

@@ -15,8 +15,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.settings import Settings
-from app.shutdown import EXIT_FAILED, EXIT_FORCED
+from app.core.settings import Settings
+from app.streams.shutdown import EXIT_FAILED, EXIT_FORCED
 from tests.integration.faulty_worker import FAULT_ONCE_FILE
 from tests.integration.kafka_io import KafkaIO
 from tests.integration.test_faults import (

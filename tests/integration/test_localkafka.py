@@ -13,7 +13,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # NewTopic: n
     NewTopic,
 )
 
-from app.localkafka import LocalKafka, pick_free_ports
+from app.dev.localkafka import LocalKafka, pick_free_ports
 
 
 @pytest.mark.integration

@@ -19,7 +19,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # NewTopic: n
     NewTopic,
 )
 
-from app.localkafka import BrokerSecurity, LocalKafka, LocalKafkaError, render_server_properties
+from app.dev.localkafka import BrokerSecurity, LocalKafka, LocalKafkaError, render_server_properties
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from app.codec import encode_item, format_time_ms
-from app.records import Item
-from app.topics import create_topics
+from app.core.codec import encode_item, format_time_ms
+from app.core.records import Item
+from app.kafka.topics import create_topics
 from tests.integration.kafka_io import KafkaIO
 from tests.integration.worker_process import WorkerProcess, isolated_settings
 
@@ -73,7 +73,7 @@ def test_a_json_worker_writes_only_json_lines(
         parsed.append(doc)
     if loglevel == "info":
         loggers = {doc["logger"] for doc in parsed}
-        assert "app.worker" in loggers and "faust.worker" in loggers, loggers
+        assert "app.streams.worker" in loggers and "faust.worker" in loggers, loggers
         assert any(doc["msg"] == "[^Worker]: Ready" for doc in parsed)
         assert any(doc["msg"] == "[^Worker]: Closing event loop" for doc in parsed)
     else:

@@ -30,15 +30,15 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from app.codec import encode_event
-from app.kafka_config import client_config, keyed_by_user
-from app.localkafka import pick_free_ports
-from app.partitioning import Partitioner, partition_for
-from app.records import Event
-from app.settings import Settings
-from app.state import StateLimits, decode_state
-from app.topic_reader import read_topic
-from app.topics import changelog_topic
+from app.core.codec import encode_event
+from app.core.partitioning import Partitioner, partition_for
+from app.core.records import Event
+from app.core.settings import Settings
+from app.core.state import StateLimits, decode_state
+from app.dev.localkafka import pick_free_ports
+from app.kafka.kafka_config import client_config, keyed_by_user
+from app.kafka.topic_reader import read_topic
+from app.kafka.topics import changelog_topic
 from tests.integration.kafka_io import KafkaIO
 from tests.integration.test_faults import (
     comparable,

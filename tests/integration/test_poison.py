@@ -22,15 +22,15 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
-from app.codec import encode_dead_letter, encode_event, format_time_ms
-from app.kafka_config import admin_client
-from app.metrics import Metrics
-from app.outputs import Forward, Origin, OutputProducer, ProducerFailed
-from app.partitioning import Partitioner, partition_for
-from app.processor import ATTRIBUTION, DEAD_LETTERS, FEEDBACK, RECOMMENDATIONS, Output
-from app.records import DeadLetterError, Event, EventType, Source
-from app.settings import Settings
-from app.topics import create_topics
+from app.core.codec import encode_dead_letter, encode_event, format_time_ms
+from app.core.partitioning import Partitioner, partition_for
+from app.core.processor import ATTRIBUTION, DEAD_LETTERS, FEEDBACK, RECOMMENDATIONS, Output
+from app.core.records import DeadLetterError, Event, EventType, Source
+from app.core.settings import Settings
+from app.kafka.kafka_config import admin_client
+from app.kafka.topics import create_topics
+from app.ops.metrics import Metrics
+from app.streams.outputs import Forward, Origin, OutputProducer, ProducerFailed
 from tests.integration.kafka_io import KafkaIO, Record
 from tests.integration.test_faults import (
     answered,

@@ -15,12 +15,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.codec import encode_item, format_time_ms
-from app.records import Item
-from app.settings import Settings
-from app.shutdown import EXIT_FAILED
-from app.supervisor import layout
-from app.topics import create_topics
+from app.core.codec import encode_item, format_time_ms
+from app.core.records import Item
+from app.core.settings import Settings
+from app.kafka.topics import create_topics
+from app.streams.shutdown import EXIT_FAILED
+from app.streams.supervisor import layout
 from tests.integration.kafka_io import KafkaIO, Record
 from tests.integration.worker_process import WorkerProcess, isolated_settings
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from app.replay.data import load_dataset
-from app.replay.pacing import THINK, Pace
-from app.replay.report import render_markdown
-from app.replay.run import ReplayConfig, run_replay
-from app.settings import Settings
+from app.core.settings import Settings
+from app.dev.replay.data import load_dataset
+from app.dev.replay.pacing import THINK, Pace
+from app.dev.replay.report import render_markdown
+from app.dev.replay.run import ReplayConfig, run_replay
 from app.training.movielens import DatasetUnavailable
 
 pytestmark = pytest.mark.integration

@@ -14,10 +14,10 @@ import jsonschema
 import orjson
 import pytest
 
-from app.codec import encode_item, format_time_ms, load_schema
-from app.records import Item
-from app.settings import Settings
-from app.state import decode_state
+from app.core.codec import encode_item, format_time_ms, load_schema
+from app.core.records import Item
+from app.core.settings import Settings
+from app.core.state import decode_state
 from tests.integration.kafka_io import KafkaIO, Record
 from tests.integration.worker_process import (
     ROOT,

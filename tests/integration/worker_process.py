@@ -16,11 +16,11 @@ from pathlib import Path
 
 from rocksdict import AccessType, Options, Rdict
 
-from app.codec import encode_item
-from app.localkafka import pick_free_ports
-from app.records import Item
-from app.settings import Settings
-from app.topics import create_topics
+from app.core.codec import encode_item
+from app.core.records import Item
+from app.core.settings import Settings
+from app.dev.localkafka import pick_free_ports
+from app.kafka.topics import create_topics
 from tests.integration.kafka_io import KafkaIO
 
 ROOT = Path(__file__).resolve().parents[2]

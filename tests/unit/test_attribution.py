@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from app.attribution import (
+from app.core.attribution import (
     CLOSED_BY_EVICTION,
     CLOSED_BY_WINDOW,
     Impression,
@@ -16,7 +16,7 @@ from app.attribution import (
     replayed,
     unacted,
 )
-from app.records import Event
+from app.core.records import Event
 from tests.conftest import T0
 
 WINDOW = 60_000

@@ -8,15 +8,15 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from app.catalog import Catalog
-from app.codec import encode_event
-from app.processor import FEEDBACK, RECOMMENDATIONS, BatchResult, Output, Processor
-from app.ranking import FALLBACK_VERSION, model_vectorizer
-from app.records import Source
-from app.scoring.package import LoadedModel
-from app.settings import Settings
-from app.state import UserState, decode_state
-from app.synthetic import Traffic, make_catalog
+from app.core.catalog import Catalog
+from app.core.codec import encode_event
+from app.core.processor import FEEDBACK, RECOMMENDATIONS, BatchResult, Output, Processor
+from app.core.ranking import FALLBACK_VERSION, model_vectorizer
+from app.core.records import Source
+from app.core.scoring.package import LoadedModel
+from app.core.settings import Settings
+from app.core.state import UserState, decode_state
+from app.dev.synthetic import Traffic, make_catalog
 from tests.conftest import T0
 
 NOW = T0 + 10_000_000
@@ -87,7 +87,7 @@ def test_batches_without_coalescing_emit_exactly_what_one_at_a_time_emits(
 ) -> None:
     records = stream(n_users=40, n_events=1500, seed=1)
     # One at a time decodes every state it reads; the batched run reuses decoded states
-    # (app.state_cache), so this also proves the cache changes nothing.
+    # (app.core.state_cache), so this also proves the cache changes nothing.
     single, single_store, _ = run(
         make(catalog, model, settings, coalesce_users=False, state_cache_users=0),
         records,

@@ -15,14 +15,25 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.bench import procstat
-from app.bench.cli import _parser, build_config
-from app.bench.load import Schedule, TimeText, event_id, make_templates, sequence_of, template_of
-from app.bench.naive import NaiveRanker
-from app.bench.report import evaluate_targets, read_json, render_markdown, write_json
-from app.bench.results import FIXED, MAX, BenchResults, CatalogPrep, StepResult, SystemResult
-from app.bench.runner import MAX_WARMUP_S, Bench, BenchConfig, SaturationControl
-from app.bench.stats import (
+from app.core.codec import decode_event, encode_event, format_time_ms
+from app.core.records import Event
+from app.core.settings import Settings, SettingsError
+from app.core.state import StateLimits, apply_event
+from app.dev.bench import procstat
+from app.dev.bench.cli import _parser, build_config
+from app.dev.bench.load import (
+    Schedule,
+    TimeText,
+    event_id,
+    make_templates,
+    sequence_of,
+    template_of,
+)
+from app.dev.bench.naive import NaiveRanker
+from app.dev.bench.report import evaluate_targets, read_json, render_markdown, write_json
+from app.dev.bench.results import FIXED, MAX, BenchResults, CatalogPrep, StepResult, SystemResult
+from app.dev.bench.runner import MAX_WARMUP_S, Bench, BenchConfig, SaturationControl
+from app.dev.bench.stats import (
     CounterSample,
     LatencySummary,
     Spread,
@@ -31,12 +42,8 @@ from app.bench.stats import (
     spread,
     summarize,
 )
-from app.bench.systems import apply_env, parse_env_pairs, worker_variant
-from app.codec import decode_event, encode_event, format_time_ms
-from app.records import Event
-from app.settings import Settings, SettingsError
-from app.state import StateLimits, apply_event
-from app.synthetic import make_catalog
+from app.dev.bench.systems import apply_env, parse_env_pairs, worker_variant
+from app.dev.synthetic import make_catalog
 
 EventFactory = Callable[..., Event]
 MODEL = Path(__file__).resolve().parents[2] / "models" / "seqrank-1"
@@ -227,7 +234,10 @@ def test_worker_env_pairs_and_validation() -> None:
 
 
 def test_worker_variant_from_its_log() -> None:
-    assert worker_variant("x INFO app.worker: model seqrank 1.0.0 (fp32) loaded from m") == "fp32"
+    assert (
+        worker_variant("x INFO app.streams.worker: model seqrank 1.0.0 (fp32) loaded from m")
+        == "fp32"
+    )
     assert worker_variant("nothing here") is None
 
 

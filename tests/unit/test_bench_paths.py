@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.bench import paths
+from app.dev.bench import paths
 
 
 def test_the_path_benchmark_runs_both_paths(capsys: pytest.CaptureFixture[str]) -> None:

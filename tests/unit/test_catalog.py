@@ -8,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 from numpy.typing import NDArray
 
-from app.catalog import Catalog, CatalogIndex, IndexOptions, hashed_vectors, item_vector
-from app.records import Item
-from app.synthetic import make_catalog
+from app.core.catalog import Catalog, CatalogIndex, IndexOptions, hashed_vectors, item_vector
+from app.core.records import Item
+from app.dev.synthetic import make_catalog
 
 
 def test_index_holds_active_items_only(item_factory: Callable[..., Item]) -> None:

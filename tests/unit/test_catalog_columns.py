@@ -8,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-import app.catalog
-from app.catalog import Catalog, CatalogIndex, ItemTable, StringColumn, StringLookup
-from app.records import Item
+import app.core.catalog
+from app.core.catalog import Catalog, CatalogIndex, ItemTable, StringColumn, StringLookup
+from app.core.records import Item
 
 
 def test_a_string_column_round_trips_any_str() -> None:
@@ -49,7 +49,7 @@ def test_changes_folded_into_chunks_publish_like_unstaged_ones(
     item_factory: Callable[..., Item], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def final_index(stage_at: int) -> CatalogIndex:
-        monkeypatch.setattr(app.catalog, "STAGE_AT", stage_at)
+        monkeypatch.setattr(app.core.catalog, "STAGE_AT", stage_at)
         catalog = Catalog()
         for i in range(40):
             catalog.upsert(item_factory(f"i{i:02d}", popularity=float(i)))
@@ -83,12 +83,12 @@ def test_large_and_small_catalogs_answer_alike(
 ) -> None:
     """Small catalogs keep ids, rows and items as Python objects, large ones read them from
     the columns: both answer every lookup the same."""
-    from app.synthetic import make_catalog
+    from app.dev.synthetic import make_catalog
 
     items = make_catalog(300, seed=5)
     items[7] = replace(items[7], withdrawn=True)
     reference = CatalogIndex.build(items)  # the default: small, so objects
-    monkeypatch.setattr(app.catalog, "MATERIALIZE_BELOW", materialize_below)
+    monkeypatch.setattr(app.core.catalog, "MATERIALIZE_BELOW", materialize_below)
     index = CatalogIndex.build(items)
     assert isinstance(index.ids, tuple) == (materialize_below > 0)
     assert list(index.ids) == list(reference.ids) and len(index) == len(reference)

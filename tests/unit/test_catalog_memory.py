@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.bench import catalog_memory
+from app.dev.bench import catalog_memory
 
 
 def test_the_memory_benchmark_reports_each_size(capsys: pytest.CaptureFixture[str]) -> None:

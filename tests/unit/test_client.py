@@ -29,8 +29,8 @@ from app.client import (
     build_event,
     decode_recommendation,
 )
-from app.codec import DecodeError, decode_event, encode_recommendation, load_schema
-from app.partitioning import Partitioner, misplaced, partition_for
+from app.core.codec import DecodeError, decode_event, encode_recommendation, load_schema
+from app.core.partitioning import Partitioner, misplaced, partition_for
 
 NOW = datetime(2026, 11, 29, 10, 15, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)

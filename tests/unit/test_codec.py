@@ -9,7 +9,7 @@ import jsonschema
 import orjson
 import pytest
 
-from app.codec import (
+from app.core.codec import (
     DecodeError,
     dead_letter_key,
     decode_event,
@@ -20,7 +20,7 @@ from app.codec import (
     load_schema,
     parse_time_ms,
 )
-from app.records import DeadLetterError, EventType, Item, Source
+from app.core.records import DeadLetterError, EventType, Item, Source
 
 GOOD = {
     "event_id": "e1",

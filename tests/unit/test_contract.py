@@ -10,12 +10,12 @@ import jsonschema
 import orjson
 import pytest
 
-from app.catalog import Catalog
-from app.codec import SCHEMA_DIR, decode_event, decode_item, encode_event, load_schema
-from app.processor import Processor
-from app.records import Event, EventType, Source
-from app.scoring.package import LoadedModel
-from app.settings import Settings
+from app.core.catalog import Catalog
+from app.core.codec import SCHEMA_DIR, decode_event, decode_item, encode_event, load_schema
+from app.core.processor import Processor
+from app.core.records import Event, EventType, Source
+from app.core.scoring.package import LoadedModel
+from app.core.settings import Settings
 from tests.conftest import T0
 
 SCHEMAS = ("event", "item", "recommendation", "feedback", "dead_letter")

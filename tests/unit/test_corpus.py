@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from app.catalog import Catalog
-from app.processor import DEAD_LETTERS, Processor
-from app.records import Item, Source
-from app.scoring.package import LoadedModel
-from app.settings import Settings
+from app.core.catalog import Catalog
+from app.core.processor import DEAD_LETTERS, Processor
+from app.core.records import Item, Source
+from app.core.scoring.package import LoadedModel
+from app.core.settings import Settings
 from tests.conftest import T0
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "events"

@@ -30,9 +30,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from app.cli import _parser
-from app.scoring.base import ModelContractError
-from app.scoring.package import read_spec
-from app.settings import Settings, SettingsError
+from app.core.scoring.base import ModelContractError
+from app.core.scoring.package import read_spec
+from app.core.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = ("Dockerfile", "Dockerfile.gpu")
@@ -462,7 +462,7 @@ LOCAL_STATE = (
     ".ruff_cache/0.5.0/123456",
     ".tools/kubectl",
     "app/__pycache__/cli.cpython-311.pyc",
-    "app/scoring/__pycache__/onnx.cpython-311.pyc",
+    "app/core/scoring/__pycache__/onnx.cpython-311.pyc",
     "models/seqrank-1/__pycache__/x.cpython-311.pyc",
     "app/stale.pyc",
     "build/lib/app/cli.py",
@@ -486,7 +486,7 @@ def check_ignore_keeps_out(patterns: list[str], tree: Path) -> list[str]:
         return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
     # Folders that hold image sources go in; nothing else on the way to local state may.
-    keep = {p for rel in IMAGE_SOURCES for p in prefixes(rel)} | {"app/scoring"}
+    keep = {p for rel in IMAGE_SOURCES for p in prefixes(rel)} | {"app/core", "app/core/scoring"}
     problems = []
     for rel in LOCAL_STATE:
         leaked = [p for p in prefixes(rel) if p in context and p not in keep]
@@ -888,8 +888,10 @@ def test_checks_fail_on_broken_dockerfiles(
 
 def test_copy_check_fails_on_a_source_the_dockerignore_drops(tmp_path: Path) -> None:
     image = parse(ROOT / "Dockerfile")
-    patterns = [*ignore_patterns(image.path), "app/scoring"]
-    assert any("drops ['app/scoring/" in p for p in check_copy_sources(image, patterns)), patterns
+    patterns = [*ignore_patterns(image.path), "app/core/scoring"]
+    assert any("drops ['app/core/scoring/" in p for p in check_copy_sources(image, patterns)), (
+        patterns
+    )
 
 
 def test_model_check_fails_when_the_dockerignore_drops_model_files() -> None:

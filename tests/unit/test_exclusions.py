@@ -1,5 +1,5 @@
-"""What a user is never shown (app/exclusions.py), on the model path and the cheap path, and the
-co-occurrence that makes the cheap path personal."""
+"""What a user is never shown (app/core/exclusions.py), on the model path and the cheap path, and
+the co-occurrence that makes the cheap path personal."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from app.catalog import Catalog
-from app.codec import encode_event
-from app.cooccurrence import Cooccurrence
-from app.exclusions import ExclusionPolicy
-from app.processor import RECOMMENDATIONS, Processor
-from app.ranking import FALLBACK_VERSION
-from app.records import Event, Source
-from app.retrieval import Request, _assemble, _assemble_small, excluded_row_set, excluded_rows
-from app.scoring.package import LoadedModel
-from app.settings import Settings
-from app.state import StateLimits, apply_event, decode_state
+from app.core.catalog import Catalog
+from app.core.codec import encode_event
+from app.core.cooccurrence import Cooccurrence
+from app.core.exclusions import ExclusionPolicy
+from app.core.processor import RECOMMENDATIONS, Processor
+from app.core.ranking import FALLBACK_VERSION
+from app.core.records import Event, Source
+from app.core.retrieval import Request, _assemble, _assemble_small, excluded_row_set, excluded_rows
+from app.core.scoring.package import LoadedModel
+from app.core.settings import Settings
+from app.core.state import StateLimits, apply_event, decode_state
 
 NOW = 1_790_000_000_500
 

@@ -12,13 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.catalog import Catalog
-from app.codec import DecodeError, decode_event, decode_item, format_time_ms
-from app.processor import DEAD_LETTERS, Processor
-from app.records import ITEM_EVENTS, Event, EventType, Item, Source
-from app.scoring.package import LoadedModel
-from app.settings import Settings
-from app.state import StateLimits, UserState, apply_event, decode_state, encode_state
+from app.core.catalog import Catalog
+from app.core.codec import DecodeError, decode_event, decode_item, format_time_ms
+from app.core.processor import DEAD_LETTERS, Processor
+from app.core.records import ITEM_EVENTS, Event, EventType, Item, Source
+from app.core.scoring.package import LoadedModel
+from app.core.settings import Settings
+from app.core.state import StateLimits, UserState, apply_event, decode_state, encode_state
 from tests.conftest import T0
 
 MAX_BYTES = 16 * 1024

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.bench import gpu
+from app.dev.bench import gpu
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "seqrank-1"
 

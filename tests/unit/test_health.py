@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-import app.health
-from app.health import Health, HttpServer
-from app.metrics import Metrics
+import app.ops.health
+from app.ops.health import Health, HttpServer
+from app.ops.metrics import Metrics
 
 
 class Clock:
@@ -26,7 +26,7 @@ class Clock:
 
 
 def test_doctests() -> None:
-    result = doctest.testmod(app.health)
+    result = doctest.testmod(app.ops.health)
     assert result.failed == 0 and result.attempted > 0
 
 

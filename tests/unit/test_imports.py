@@ -8,7 +8,7 @@ import sys
 
 def test_worker_modules_do_not_import_torch() -> None:
     code = (
-        "import sys, app.worker, app.cli, app.demo, app.processor\n"
+        "import sys, app.streams.worker, app.cli, app.dev.demo, app.core.processor\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
         "assert not any(m.startswith('app.training.train') for m in sys.modules)\n"
     )

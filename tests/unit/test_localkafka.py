@@ -1,4 +1,4 @@
-"""Unit tests for the pure parts of app/localkafka.py (no JVM, no Maven, no broker)."""
+"""Unit tests for the pure parts of app/dev/localkafka.py (no JVM, no Maven, no broker)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from app import localkafka
-from app.localkafka import (
+from app.dev import localkafka
+from app.dev.localkafka import (
     DEFAULT_VERSION,
     LocalKafka,
     LocalKafkaError,

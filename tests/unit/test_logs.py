@@ -16,16 +16,17 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app import log_budget, logs
-from app.catalog import Catalog
-from app.codec import encode_event
-from app.log_budget import LogBudget
-from app.logs import JsonFormatter
-from app.processor import Processor
-from app.records import DeadLetterError, Event, Source
-from app.scoring.gate import ModelSlot
-from app.scoring.package import LoadedModel
-from app.settings import Settings, SettingsError
+from app.core import log_budget
+from app.core.catalog import Catalog
+from app.core.codec import encode_event
+from app.core.log_budget import LogBudget
+from app.core.processor import Processor
+from app.core.records import DeadLetterError, Event, Source
+from app.core.scoring.gate import ModelSlot
+from app.core.scoring.package import LoadedModel
+from app.core.settings import Settings, SettingsError
+from app.ops import logs
+from app.ops.logs import JsonFormatter
 from tests.conftest import T0
 
 NO_STATE: dict[bytes, bytes] = {}
@@ -34,7 +35,7 @@ RFC3339_MS_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 def test_docstring_examples() -> None:
-    result = doctest.testmod(importlib.import_module("app.log_budget"))
+    result = doctest.testmod(importlib.import_module("app.core.log_budget"))
     assert result.attempted > 0 and result.failed == 0
 
 
@@ -141,7 +142,7 @@ def test_configure_json_covers_every_logger(restore_root_logger: None) -> None:
     logs.configure(Settings(app_id="shop"), "debug", stream=out)
     logging.getLogger("faust.worker").info("[^Worker]: Ready")
     logging.getLogger("aiokafka").debug("fetching %s", "x")
-    logging.getLogger("app.processor").warning("dead letter", extra={"event_id": "e-9"})
+    logging.getLogger("app.core.processor").warning("dead letter", extra={"event_id": "e-9"})
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         logging.captureWarnings(True)  # as configure() left it (pytest's own capture undoes it)
@@ -150,7 +151,7 @@ def test_configure_json_covers_every_logger(restore_root_logger: None) -> None:
     assert [line["logger"] for line in lines] == [
         "faust.worker",
         "aiokafka",
-        "app.processor",
+        "app.core.processor",
         "py.warnings",
     ]
     assert all(line["app_id"] == "shop" for line in lines)
@@ -168,9 +169,10 @@ def test_configure_level(restore_root_logger: None) -> None:
 def test_text_format_is_text(restore_root_logger: None) -> None:
     out = io.StringIO()
     logs.configure(Settings(log_format="text"), stream=out)
-    logging.getLogger("app.worker").info("worker ready", extra={"event_id": "e-1"})
+    logging.getLogger("app.streams.worker").info("worker ready", extra={"event_id": "e-1"})
     line = out.getvalue().strip()
-    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO app\.worker: worker ready$", line)
+    stamp = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+    assert re.match(stamp + r" INFO app\.streams\.worker: worker ready$", line)
 
 
 def test_faust_gets_the_same_configuration(restore_root_logger: None) -> None:
@@ -220,7 +222,7 @@ def processor(music_catalog: Catalog, model: LoadedModel, settings: Settings) ->
 
 
 def _records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "app.processor" and r.levelno == level]
+    return [r for r in caplog.records if r.name == "app.core.processor" and r.levelno == level]
 
 
 def test_a_dead_letter_is_logged_with_its_ids_and_not_its_payload(
@@ -229,12 +231,12 @@ def test_a_dead_letter_is_logged_with_its_ids_and_not_its_payload(
     secret = "4111-1111-1111-1111" * 10
     bad = orjson.dumps({"event_id": "e-bad", "type": "teleport", "card": secret})
     records = [(b"not json", Source("events", 3, 17, b"u1")), (bad, Source("events", 3, 18, b"u1"))]
-    with caplog.at_level(logging.INFO, logger="app.processor"):
+    with caplog.at_level(logging.INFO, logger="app.core.processor"):
         result = processor.handle_batch(records, NO_STATE.get)
     assert [o.status for o in result.outcomes] == ["dead_letter", "dead_letter"]
     first, second = _records(caplog, logging.WARNING)
     line = json.loads(JsonFormatter().format(first))
-    assert line["level"] == "WARNING" and line["logger"] == "app.processor"
+    assert line["level"] == "WARNING" and line["logger"] == "app.core.processor"
     assert (line["topic"], line["partition"], line["offset"]) == ("events", 3, 17)
     assert line["error"] == "malformed_json" and "event_id" not in line
     assert line["msg"].startswith("dead letter (malformed_json) from events[3]@17: ")
@@ -247,7 +249,7 @@ def test_a_decoded_event_that_is_dead_lettered_has_its_event_and_user_ids(
     processor: Processor, caplog: pytest.LogCaptureFixture, event_factory: Callable[..., Event]
 ) -> None:
     event = event_factory("click", user_id="u2", item_id="jazz-0")
-    with caplog.at_level(logging.INFO, logger="app.processor"):
+    with caplog.at_level(logging.INFO, logger="app.core.processor"):
         processor.handle(encode_event(event), Source("events", 0, 5, b"u1"), NO_STATE.get)
     (record,) = _records(caplog, logging.WARNING)
     line = json.loads(JsonFormatter().format(record))
@@ -262,7 +264,7 @@ def test_dead_letter_lines_are_rate_limited_per_error_kind(
         (b"{", Source("events", 0, i, b"u1")) for i in range(3 * log_budget.DEAD_LETTER_LOG_LINES)
     ]
     other = [(b"[]", Source("events", 0, len(flood), b"u1"))]
-    with caplog.at_level(logging.INFO, logger="app.processor"):
+    with caplog.at_level(logging.INFO, logger="app.core.processor"):
         result = processor.handle_batch(flood + other, NO_STATE.get)
     assert all(o.status == "dead_letter" for o in result.outcomes)  # every one is dead-lettered
     errors = [getattr(r, "error", None) for r in _records(caplog, logging.WARNING)]
@@ -273,7 +275,7 @@ def test_a_recommendation_is_logged_at_debug_with_its_request_id(
     processor: Processor, caplog: pytest.LogCaptureFixture, event_factory: Callable[..., Event]
 ) -> None:
     event = event_factory("click", item_id="jazz-0")
-    with caplog.at_level(logging.DEBUG, logger="app.processor"):
+    with caplog.at_level(logging.DEBUG, logger="app.core.processor"):
         outcome = processor.handle(encode_event(event), Source("events", 1, 9, b"u1"), NO_STATE.get)
     assert outcome.recommendation is not None
     (record,) = _records(caplog, logging.DEBUG)
@@ -288,16 +290,16 @@ def test_no_recommendation_lines_above_debug(
     processor: Processor, caplog: pytest.LogCaptureFixture, event_factory: Callable[..., Event]
 ) -> None:
     event = event_factory("click", item_id="jazz-0")
-    with caplog.at_level(logging.INFO, logger="app.processor"):
+    with caplog.at_level(logging.INFO, logger="app.core.processor"):
         processor.handle(encode_event(event), Source("events", 1, 9, b"u1"), NO_STATE.get)
-    assert not [r for r in caplog.records if r.name == "app.processor"]
+    assert not [r for r in caplog.records if r.name == "app.core.processor"]
 
 
 def test_a_state_reset_is_logged_with_the_user_and_the_record(
     processor: Processor, caplog: pytest.LogCaptureFixture, event_factory: Callable[..., Event]
 ) -> None:
     event = event_factory("view", item_id="jazz-0")
-    with caplog.at_level(logging.INFO, logger="app.processor"):
+    with caplog.at_level(logging.INFO, logger="app.core.processor"):
         outcome = processor.handle(
             encode_event(event), Source("events", 2, 40, b"u1"), {b"u1": b'{"v": 0}'}.get
         )
@@ -316,7 +318,7 @@ def test_a_state_reset_is_logged_with_the_user_and_the_record(
 def test_a_rejected_model_is_logged_with_its_versions(
     model: LoadedModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="app.scoring"):
+    with caplog.at_level(logging.INFO, logger="app.core.scoring"):
         result = ModelSlot(model).offer(tmp_path / "missing")
     assert not result.accepted
     (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -7,8 +7,8 @@ import doctest
 
 import pytest
 
-import app.metrics
-from app.metrics import Metrics, PartitionOffsets, consumer_lag, partition_lag
+import app.ops.metrics
+from app.ops.metrics import Metrics, PartitionOffsets, consumer_lag, partition_lag
 
 
 @pytest.mark.parametrize(
@@ -68,5 +68,5 @@ def test_lag_samples_follow_the_assignment() -> None:
 
 
 def test_docstring_examples() -> None:
-    result = doctest.testmod(app.metrics)
+    result = doctest.testmod(app.ops.metrics)
     assert result.attempted > 0 and result.failed == 0

@@ -13,9 +13,9 @@ import onnx
 import pytest
 from numpy.typing import NDArray
 
-from app.scoring.base import RankInputs
-from app.scoring.gate import ModelRejected, ModelSlot, ReloadResult, check_candidate
-from app.scoring.package import LoadedModel
+from app.core.scoring.base import RankInputs
+from app.core.scoring.gate import ModelRejected, ModelSlot, ReloadResult, check_candidate
+from app.core.scoring.package import LoadedModel
 from tests.conftest import MODEL
 from tests.model_packages import (
     after,
@@ -184,7 +184,7 @@ def test_a_broken_candidate_is_rejected_and_the_old_model_keeps_serving(
 ) -> None:
     breaks(candidate)
     slot = ModelSlot(model)
-    with caplog.at_level(logging.INFO, logger="app.scoring"):
+    with caplog.at_level(logging.INFO, logger="app.core.scoring"):
         result = _offer(slot, candidate)
     assert not result.accepted
     assert str(candidate) in result.reason
@@ -214,7 +214,7 @@ def test_the_serving_version_again_is_a_no_op(
     model: LoadedModel, caplog: pytest.LogCaptureFixture
 ) -> None:
     slot = ModelSlot(model)
-    with caplog.at_level(logging.INFO, logger="app.scoring"):
+    with caplog.at_level(logging.INFO, logger="app.core.scoring"):
         result = _offer(slot, MODEL)
     assert not result.accepted and "already serving" in result.reason
     assert (slot.accepted, slot.rejected, slot.unchanged) == (0, 0, 1)

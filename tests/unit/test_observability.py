@@ -110,7 +110,7 @@ def test_series_follow_the_metric_types(known: dict[str, str]) -> None:
     assert "liverank_end_to_end_latency_seconds" not in known
     assert "liverank_ready" in known and "liverank_ready_total" not in known
     assert "liverank_consumer_lag_records" in known
-    # collected at scrape time by app/quality.py's collector, not declared up front
+    # collected at scrape time by app/ops/quality.py's collector, not declared up front
     assert "liverank_live_hit_rate" in known
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.partitioning import (
+from app.core.partitioning import (
     Copy,
     Move,
     Partitioner,
@@ -18,8 +18,8 @@ from app.partitioning import (
     partition_for,
     plan_moves,
 )
-from app.settings import Settings, SettingsError
-from app.topics import partition_problems
+from app.core.settings import Settings, SettingsError
+from app.kafka.topics import partition_problems
 
 M, C = Partitioner.MURMUR2, Partitioner.CRC32
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from app.catalog import Catalog
-from app.codec import encode_event
-from app.processor import (
+from app.core.catalog import Catalog
+from app.core.codec import encode_event
+from app.core.processor import (
     DEAD_LETTERS,
     FEEDBACK,
     RECOMMENDATIONS,
@@ -20,11 +20,11 @@ from app.processor import (
     Outcome,
     Processor,
 )
-from app.records import DeadLetterError, Event, Source
-from app.scoring.base import RankInputs
-from app.scoring.package import LoadedModel
-from app.settings import Settings
-from app.state import decode_state
+from app.core.records import DeadLetterError, Event, Source
+from app.core.scoring.base import RankInputs
+from app.core.scoring.package import LoadedModel
+from app.core.settings import Settings
+from app.core.state import decode_state
 from tests.conftest import T0
 
 NO_STATE: dict[bytes, bytes] = {}

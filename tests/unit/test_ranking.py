@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from app.catalog import Catalog
-from app.ranking import RankingParams, rank
-from app.records import Event
-from app.retrieval import retrieve
-from app.scoring.package import LoadedModel, load_package
-from app.state import StateLimits, UserState, apply_event
+from app.core.catalog import Catalog
+from app.core.ranking import RankingParams, rank
+from app.core.records import Event
+from app.core.retrieval import retrieve
+from app.core.scoring.package import LoadedModel, load_package
+from app.core.state import StateLimits, UserState, apply_event
 from tests.conftest import MODEL
 
 LIMITS = StateLimits()

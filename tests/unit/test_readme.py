@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.features import CANDIDATE_FEATURES, USER_FEATURES
-from app.settings import Settings
+from app.core.features import CANDIDATE_FEATURES, USER_FEATURES
+from app.core.settings import Settings
 from app.training.report import markdown_table
 
 ROOT = Path(__file__).resolve().parents[2]

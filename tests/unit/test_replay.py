@@ -10,9 +10,10 @@ import numpy as np
 import orjson
 import pytest
 
-from app.codec import encode_dead_letter, encode_recommendation, format_time_ms, validator
-from app.records import DeadLetterError, RankedItem, Recommendation, Source
-from app.replay.data import (
+from app.core.codec import encode_dead_letter, encode_recommendation, format_time_ms, validator
+from app.core.records import DeadLetterError, RankedItem, Recommendation, Source
+from app.core.settings import Settings
+from app.dev.replay.data import (
     Dataset,
     load_dataset,
     ml100k_times,
@@ -21,9 +22,9 @@ from app.replay.data import (
     span_s,
     synthetic_times,
 )
-from app.replay.pacing import MAX, RATE, THINK, ClosedLoop, Pace, due_open_loop
-from app.replay.report import counts_line, quality_table, render_markdown
-from app.replay.run import (
+from app.dev.replay.pacing import MAX, RATE, THINK, ClosedLoop, Pace, due_open_loop
+from app.dev.replay.report import counts_line, quality_table, render_markdown
+from app.dev.replay.run import (
     DAY_S,
     ReplayResult,
     changed_settings,
@@ -32,8 +33,7 @@ from app.replay.run import (
     parse_recommendation,
     worker_settings,
 )
-from app.replay.scoring import Answer, Interaction, score_replay
-from app.settings import Settings
+from app.dev.replay.scoring import Answer, Interaction, score_replay
 from app.training.movielens import load_ml100k
 from app.training.sequences import SequenceData, synthetic_sequences
 from tests.unit.training.test_movielens import write_dataset
@@ -41,7 +41,12 @@ from tests.unit.training.test_movielens import write_dataset
 
 @pytest.mark.parametrize(
     "module",
-    ["app.replay.scoring", "app.replay.data", "app.replay.pacing", "app.replay.report"],
+    [
+        "app.dev.replay.scoring",
+        "app.dev.replay.data",
+        "app.dev.replay.pacing",
+        "app.dev.replay.report",
+    ],
 )
 def test_doctests(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from app.exclusions import ExclusionPolicy
-from app.replay.scoring import (
+from app.core.exclusions import ExclusionPolicy
+from app.dev.replay.scoring import (
     COOCCURRENCE,
     POPULARITY,
     Answer,

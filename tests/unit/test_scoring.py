@@ -12,9 +12,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from app.features import CANDIDATE_FEATURES
-from app.scoring.base import ModelContractError, RankInputs
-from app.scoring.package import MANIFEST, LoadedModel, load_package, resolve_device
+from app.core.features import CANDIDATE_FEATURES
+from app.core.scoring.base import ModelContractError, RankInputs
+from app.core.scoring.package import MANIFEST, LoadedModel, load_package, resolve_device
 from tests.conftest import MODEL
 
 
@@ -120,7 +120,7 @@ def test_cuda_request_without_a_gpu_falls_back_to_cpu_and_says_so(
 ) -> None:
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("a CUDA provider is present: the fallback cannot be exercised here")
-    with caplog.at_level(logging.WARNING, logger="app.scoring.package"):
+    with caplog.at_level(logging.WARNING, logger="app.core.scoring.package"):
         model = load_package(MODEL, device="cuda")
     assert model.ranker.device == "cpu"
     assert model.ranker.providers == ["CPUExecutionProvider"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.kafka_config import LIBRDKAFKA_LOG, client_config, faust_credentials, sasl_password
-from app.settings import Secret, Settings, SettingsError
+from app.core.settings import Secret, Settings, SettingsError
+from app.kafka.kafka_config import LIBRDKAFKA_LOG, client_config, faust_credentials, sasl_password
 
 
 def test_defaults_are_valid() -> None:

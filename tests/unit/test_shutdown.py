@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from app.shutdown import EXIT_FAILED, EXIT_FORCED, Shutdown
+from app.streams.shutdown import EXIT_FAILED, EXIT_FORCED, Shutdown
 
 
 class Exits:

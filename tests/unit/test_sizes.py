@@ -7,10 +7,10 @@ import doctest
 
 import pytest
 
-import app.agents.events
-import app.codec
-from app.settings import Settings, SettingsError, dead_letter_bound
-from app.topics import size_problems, topic_specs
+import app.core.codec
+import app.streams.agents.events
+from app.core.settings import Settings, SettingsError, dead_letter_bound
+from app.kafka.topics import size_problems, topic_specs
 
 
 def test_a_dead_letter_bigger_than_the_producer_takes_is_refused_at_start_up() -> None:
@@ -43,7 +43,7 @@ def test_the_events_topic_is_stamped_by_the_broker() -> None:
     assert events.config["message.timestamp.type"] == "LogAppendTime"
 
 
-@pytest.mark.parametrize("module", [app.agents.events, app.codec])
+@pytest.mark.parametrize("module", [app.streams.agents.events, app.core.codec])
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.failed == 0 and result.attempted > 0

@@ -9,10 +9,9 @@ import msgpack
 import pytest
 from rocksdict import Rdict
 
-from app.attribution import Acted, Impression
-from app.bench.state_size import sizes
-from app.records import Event, Item
-from app.state import (
+from app.core.attribution import Acted, Impression
+from app.core.records import Event, Item
+from app.core.state import (
     Interaction,
     LastRecommendation,
     StateLimits,
@@ -22,6 +21,7 @@ from app.state import (
     encode_state,
     state_size_bound,
 )
+from app.dev.bench.state_size import sizes
 from tests.conftest import T0
 
 LIMITS = StateLimits(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from app.attribution import Impression
-from app.state import LastRecommendation, UserState, decode_state, encode_state
-from app.state_cache import DecodedStates
+from app.core.attribution import Impression
+from app.core.state import LastRecommendation, UserState, decode_state, encode_state
+from app.core.state_cache import DecodedStates
 
 
 def test_a_hit_needs_the_same_bytes_and_the_oldest_user_goes_first() -> None:

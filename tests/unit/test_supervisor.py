@@ -13,9 +13,9 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.metrics import Metrics
-from app.settings import Settings, SettingsError
-from app.supervisor import (
+from app.core.settings import Settings, SettingsError
+from app.ops.metrics import Metrics
+from app.streams.supervisor import (
     ChildProbe,
     Supervisor,
     cgroup_cpu_quota,

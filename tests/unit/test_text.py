@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.text import tokenize
+from app.core.text import tokenize
 
 
 def test_latin_tokens_are_casefolded_and_deduplicated() -> None:

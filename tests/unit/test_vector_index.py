@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from app.vector_index import (
+from app.core.vector_index import (
     ExactIndex,
     IvfIndex,
     VectorIndex,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.watermarks import DueIndex, Watermarks
+from app.streams.watermarks import DueIndex, Watermarks
 
 
 class Clock:

@@ -1,7 +1,7 @@
 """Training and serving compute the same model inputs from the same history.
 
 A user history goes through the training path (item_tables, BatchMaker, the evaluation's score
-inputs) and, independently, through app.state.apply_event and the worker's Ranker.inputs; the
+inputs) and, independently, through app.core.state.apply_event and the worker's Ranker.inputs; the
 inputs the model would see must be equal at every position."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.catalog import Catalog
-from app.features import CANDIDATE_FEATURES
-from app.ranking import TYPE_IDS, Ranker, RankingParams
-from app.records import Event, EventType, Item
-from app.retrieval import Candidates
-from app.scoring.package import LoadedModel
-from app.state import StateLimits, UserState, apply_event
+from app.core.catalog import Catalog
+from app.core.features import CANDIDATE_FEATURES
+from app.core.ranking import TYPE_IDS, Ranker, RankingParams
+from app.core.records import Event, EventType, Item
+from app.core.retrieval import Candidates
+from app.core.scoring.package import LoadedModel
+from app.core.state import StateLimits, UserState, apply_event
 from app.training.features import data_items
 from app.training.model import ModelConfig
 from app.training.sequences import SequenceData, leave_one_out

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from app.scoring.base import RankInputs
-from app.scoring.package import load_package
+from app.core.scoring.base import RankInputs
+from app.core.scoring.package import load_package
 from app.training.evaluate import evaluate, most_popular
 from app.training.export import write_package
 from app.training.model import ExportRanker, ModelConfig

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from app.synthetic import GENRES
+from app.dev.synthetic import GENRES
 from app.training.sequences import (
     ADD_TO_CART,
     CLICK,
@@ -66,7 +66,7 @@ def test_history_for_each_stage() -> None:
 
 
 def test_type_numbers_match_the_serving_model() -> None:
-    from app.ranking import TYPE_IDS
+    from app.core.ranking import TYPE_IDS
 
     assert TYPE_IDS == {
         "view": VIEW,

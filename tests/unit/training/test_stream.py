@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from app.codec import encode_item, format_time_ms
-from app.records import Item
+from app.core.codec import encode_item, format_time_ms
+from app.core.records import Item
 from app.training.stream import (
     better,
     catalog_items,

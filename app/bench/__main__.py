@@ -1,9 +1,0 @@
-"""``python -m app.bench``: the benchmark's entry point (``scripts/bench`` calls it)."""
-
-from __future__ import annotations
-
-import sys
-
-from app.bench.cli import main
-
-sys.exit(main())

@@ -1,9 +1,0 @@
-"""``python -m app.replay``: the replay's entry point (``scripts/replay`` calls it)."""
-
-from __future__ import annotations
-
-import sys
-
-from app.replay.cli import main
-
-sys.exit(main())

@@ -1,7 +1,0 @@
-"""The ONNX seam: ``Scorer``/``ItemEncoder`` protocols and their ONNX Runtime implementations."""
-
-from __future__ import annotations
-
-from app.scoring.base import ItemEncoder, ModelContractError, RankInputs, Scorer
-
-__all__ = ["ItemEncoder", "ModelContractError", "RankInputs", "Scorer"]

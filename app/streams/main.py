@@ -1,0 +1,54 @@
+"""Builds the ``faust.App`` from settings, nothing more."""
+
+from __future__ import annotations
+
+import faust
+
+from app.core.settings import Settings
+from app.kafka.kafka_config import faust_credentials
+
+
+def broker_url(bootstrap_servers: str) -> str:
+    """Faust's broker URL for a comma-separated bootstrap list.
+
+    >>> broker_url("a:9092,b:9092")
+    'kafka://a:9092;kafka://b:9092'
+    """
+    return ";".join(
+        f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server.strip()
+    )
+
+
+def build_faust_app(settings: Settings) -> faust.App:
+    return faust.App(
+        settings.app_id,
+        broker=broker_url(settings.bootstrap_servers),
+        broker_credentials=faust_credentials(settings),
+        # rocksdb:// uses rocksdict when python-rocksdb is absent (faust-streaming >= 0.10).
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        processing_guarantee=settings.processing_guarantee,
+        # Standbys replay other workers' changelog partitions, so a partition that moves here
+        # (rebalance, crash) is served at once instead of after a full restore.
+        table_standby_replicas=settings.standby_replicas,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        # The web server would expose /table (table contents); liverank serves its own
+        # /metrics, /healthz and /readyz instead (app.ops.health).
+        web_enabled=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        # Commits flush the producers first (at-least-once). Faust commits inline in its fetch
+        # loop every broker_commit_every acked events, which stalls consumption while the
+        # flush runs; commit on the interval instead (a background task), and by count only
+        # as a backstop.
+        broker_commit_interval=settings.commit_interval_s,
+        # Heartbeats come from the consumer's own thread, so a busy event loop does not miss
+        # them; a short session moves a dead worker's partitions quickly.
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 4,
+        broker_commit_every=100_000,
+        producer_acks=-1,
+        producer_linger_ms=1,
+        consumer_auto_offset_reset="earliest",
+    )
