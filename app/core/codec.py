@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +28,19 @@ from app.core.records import (
     Source,
 )
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+def schema_dir(source_root: Path, prefix: Path) -> Path:
+    """The JSON Schemas: ``schemas/`` of a source checkout, else the copy an installed wheel
+    carries (``share/liverank/schemas`` under the environment's prefix, as in the images).
+
+    >>> schema_dir(Path("/nowhere"), Path("/opt/venv")).as_posix()
+    '/opt/venv/share/liverank/schemas'
+    """
+    checkout = source_root / "schemas"
+    return checkout if checkout.is_dir() else prefix / "share" / "liverank" / "schemas"
+
+
+SCHEMA_DIR = schema_dir(Path(__file__).resolve().parents[2], Path(sys.prefix))
 SCHEMA_VERSION = 1
 _EVENT_TYPES = frozenset(t.value for t in EventType)
 
