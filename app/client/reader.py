@@ -230,7 +230,12 @@ class RecommendationReader:
     def _follow(self, consumer: Consumer) -> None:
         try:
             while not self._stop.is_set():
-                for msg in consumer.consume(500, timeout=0.2):
+                # poll() returns as soon as a record is there; consume(n, timeout) would wait
+                # its whole timeout unless n records arrive. Then take what else is buffered.
+                first = consumer.poll(0.2)
+                if first is None:
+                    continue
+                for msg in [first, *consumer.consume(499, timeout=0)]:
                     error = msg.error()
                     if error is not None:
                         if error.fatal():
