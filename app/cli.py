@@ -31,6 +31,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--items", type=int, default=0, help="synthetic items; 0: MovieLens-100K")
     demo.add_argument("--rate", type=float, default=20.0, help="events per second")
     demo.add_argument("--duration", type=float, default=None, help="seconds; default until Ctrl-C")
+    demo.add_argument(
+        "--web",
+        action="store_true",
+        help="serve the storefront (catalog, search, item pages, live recommendations) instead "
+        "of playing sessions",
+    )
+    # 8000: scripts/demo gives the worker's probes and metrics 8080.
+    demo.add_argument("--port", type=int, default=8000, help="the storefront's port (--web)")
+    demo.add_argument("--host", default="127.0.0.1", help="the storefront's address (--web)")
     model = sub.add_parser("model", help="announce a model package to every worker")
     model_sub = model.add_subparsers(dest="action", required=True)
     publish = model_sub.add_parser(
@@ -147,6 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if isinstance(decoded, Item):
                         items.append(decoded)
         print(f"published {publish_catalog(settings, items)} items to {settings.topic_catalog}")
+        return 0
+    if args.command == "demo" and args.web:
+        from app.dev.demo import demo_catalog
+        from app.dev.storefront import serve
+
+        serve(settings, demo_catalog(args.items), host=args.host, port=args.port)
         return 0
     if args.command == "demo":
         from app.dev.demo import run_demo
