@@ -5,10 +5,11 @@ No Prometheus, no Grafana, no network: every PromQL expression is parsed with ``
 (PyPI; Rust bindings of GreptimeTeam's promql-parser, which also type-checks function
 arguments), and every metric it names must be a series that a real ``app.ops.metrics.Metrics``
 registry exposes, so the rules and the dashboard cannot drift from the code. Alerts need a
-severity, a summary, a description and a runbook; the dashboard needs unique panel ids, a
-description on every panel and the ``${datasource}`` variable on every query; the ConfigMap
-that ships it (``deploy/grafana``, rendered with ``kubectl kustomize``) must carry the file as
-it is, with the Grafana sidecar's label.
+severity, a summary, a description and a runbook (a link into ``README.md`` or ``docs/*.md``
+must name a heading there: the alerts' runbook is ``docs/operating.md#alerts``); the dashboard
+needs unique panel ids, a description on every panel and the ``${datasource}`` variable on every
+query; the ConfigMap that ships it (``deploy/grafana``, rendered with ``kubectl kustomize``)
+must carry the file as it is, with the Grafana sidecar's label.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ from prometheus_client import CollectorRegistry
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.dev.markdown_links import github_anchors  # noqa: E402 - path set first (run as a script)
 from app.ops.metrics import Metrics  # noqa: E402 - path set first (run as a script)
 
 RULES = ROOT / "deploy" / "k8s" / "base" / "prometheusrule.yaml"
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "liverank.json"
-README = ROOT / "README.md"
+# The documents a runbook_url may link (a path in this repository, #heading).
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 SEVERITIES = {"critical", "warning", "info"}
 # What prometheus_client's text exposition writes for a family of each type: the series names a
@@ -117,23 +120,37 @@ def promql_errors(expr: str, known: Mapping[str, str], where: str) -> list[str]:
     return errors
 
 
-def github_anchors(markdown: str) -> set[str]:
-    """The anchors GitHub gives a Markdown file's headings.
+def doc_anchors() -> dict[str, set[str]]:
+    """The anchors of every document a runbook may link, by its path in the repository
+    (``README.md`` and ``docs/*.md``)."""
+    return {
+        str(path.relative_to(ROOT)): github_anchors(path.read_text(encoding="utf-8"))
+        for path in DOCS
+    }
 
-    >>> sorted(github_anchors("# liverank\\n## Operations\\n### Under load: `scripts/bench`"))
-    ['liverank', 'operations', 'under-load-scriptsbench']
+
+def runbook_errors(runbook: str, anchors: Mapping[str, set[str]], where: str) -> list[str]:
+    """A runbook link into this repository must name a document and one of its headings;
+    absolute URLs are not checked.
+
+    >>> runbook_errors("docs/operating.md#alerts", {"docs/operating.md": {"alerts"}}, "x")
+    []
+    >>> runbook_errors("docs/operating.md#scale", {"docs/operating.md": {"alerts"}}, "x")
+    ['x: runbook docs/operating.md#scale: docs/operating.md has no such heading']
     """
-    anchors = set()
-    for line in markdown.splitlines():
-        match = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
-        if match:
-            text = re.sub(r"[^\w\- ]", "", match.group(1).lower())
-            anchors.add(text.replace(" ", "-"))
-    return anchors
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", runbook):
+        return []
+    path, _, anchor = runbook.partition("#")
+    if path not in anchors:
+        return [f"{where}: runbook {runbook}: no such document (README.md or docs/*.md)"]
+    if anchor and anchor not in anchors[path]:
+        return [f"{where}: runbook {runbook}: {path} has no such heading"]
+    return []
 
 
-def rule_errors(doc: Obj, known: Mapping[str, str], readme_anchors: set[str]) -> list[str]:
-    """A PrometheusRule's expressions, and each alert's labels and annotations."""
+def rule_errors(doc: Obj, known: Mapping[str, str], anchors: Mapping[str, set[str]]) -> list[str]:
+    """A PrometheusRule's expressions, and each alert's labels and annotations; ``anchors``
+    (from ``doc_anchors``) are the headings a runbook link may point at."""
     errors: list[str] = []
     if doc.get("kind") != "PrometheusRule":
         return [f"expected a PrometheusRule, got {doc.get('kind')}"]
@@ -161,8 +178,8 @@ def rule_errors(doc: Obj, known: Mapping[str, str], readme_anchors: set[str]) ->
                 if not str(annotations.get(key, "")).strip():
                     errors.append(f"{where}: no {key} annotation")
             runbook = str(annotations.get("runbook_url", ""))
-            if runbook.startswith("README.md#") and runbook.split("#", 1)[1] not in readme_anchors:
-                errors.append(f"{where}: runbook {runbook}: README.md has no such heading")
+            if runbook:
+                errors += runbook_errors(runbook, anchors, where)
     return errors
 
 
@@ -256,7 +273,7 @@ def configmap_errors(objs: list[Obj], dashboard_text: str) -> list[str]:
 
 def check() -> list[str]:
     known = known_series()
-    anchors = github_anchors(README.read_text())
+    anchors = doc_anchors()
     text = DASHBOARD.read_text()
     return (
         rule_errors(yaml.safe_load(RULES.read_text()), known, anchors)

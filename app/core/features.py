@@ -1,6 +1,6 @@
 """Model inputs computed from state and catalog: user features and per-candidate features.
 
-The names and order are part of the model contract (README.md). Training computes its inputs
+The names and order are part of the model contract (docs/contracts.md). Training computes its inputs
 with these same functions over states built by ``app.core.state.apply_event``
 (app.training.features), and tests/unit/test_feature_parity.py checks that a history fed both
 ways gives equal inputs, so what the model learned is what it is served.

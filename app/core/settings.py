@@ -26,7 +26,7 @@ def dead_letter_bound(max_bytes: int) -> int:
 
 
 def _field(default: Any, doc: str) -> Any:
-    """A settings field with a description (shown in README.md's configuration table)."""
+    """A settings field with a description (shown in docs/configuration.md's table)."""
     return field(default=default, metadata={"doc": doc})
 
 
@@ -484,7 +484,8 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     def as_table(self) -> list[tuple[str, str, str, str]]:
-        """(variable, type, value, description) rows; README.md's table is this, for defaults."""
+        """(variable, type, value, description) rows; docs/configuration.md's table is this, for
+        defaults."""
         hints = get_type_hints(type(self))
         return [
             (

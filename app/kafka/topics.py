@@ -185,7 +185,7 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
     """Create missing topics; returns name -> 'created' | 'exists'. Raises on other errors.
 
     Existing topics are left as they are; a partition count that differs is reported, since
-    changing it re-maps keys to partitions (see the scaling notes in README.md).
+    changing it re-maps keys to partitions (see docs/operating.md, Migrate partitions).
     """
     admin = admin_client(settings)
     specs = topic_specs(settings)

@@ -16,7 +16,7 @@ import faust
 
 log = logging.getLogger(__name__)
 
-# Exit codes of `worker` beyond start-up (README: Endpoints, metrics, exit codes).
+# Exit codes of `worker` beyond start-up (docs/operating.md: Endpoints, metrics, exit codes).
 EXIT_FAILED = 7  # a fatal error while running: an agent crashed, or a record could not be sent
 EXIT_FORCED = 8  # SIGTERM, but the clean shutdown did not finish within the grace period
 

@@ -488,7 +488,7 @@ def run_supervisor(
     loglevel: str | None = None,
     command: Sequence[str] | None = None,
 ) -> int:
-    """Run ``processes`` worker processes (README: Operating liverank); the exit code."""
+    """Run ``processes`` worker processes (docs/operating.md, Scale); the exit code."""
     if processes > settings.partitions:
         log.warning(
             "%d worker processes for %d partitions: %d will hold no events partition",

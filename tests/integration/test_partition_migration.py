@@ -1,6 +1,6 @@
 """From 4 to 8 partitions on a real broker: every user's state intact and on the right worker.
 
-The runbook's steps (README: Operating liverank), in order:
+The runbook's steps (docs/operating.md, Migrate partitions), in order:
 1. a worker on 4 partitions builds up every user's state;
 2. it is stopped; producers go on writing (a backlog on the old partitions);
 3. ``python -m app partitions migrate --to 8``;

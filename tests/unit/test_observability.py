@@ -43,8 +43,8 @@ def known() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def anchors() -> set[str]:
-    return v.github_anchors(v.README.read_text())  # type: ignore[no-any-return]
+def anchors() -> dict[str, set[str]]:
+    return v.doc_anchors()  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def dashboard() -> Obj:
     return json.loads(v.DASHBOARD.read_text())  # type: ignore[no-any-return]
 
 
-def test_rules_pass(rules: Obj, known: dict[str, str], anchors: set[str]) -> None:
+def test_rules_pass(rules: Obj, known: dict[str, str], anchors: dict[str, set[str]]) -> None:
     assert v.rule_errors(rules, known, anchors) == []
 
 
@@ -156,7 +156,15 @@ RULE_BREAKAGES: dict[str, tuple[Callable[[Obj], None], str]] = {
     "no summary": (lambda d: LAG(d)["annotations"].pop("summary"), "no summary"),
     "no runbook": (lambda d: LAG(d)["annotations"].pop("runbook_url"), "no runbook_url"),
     "runbook to a missing heading": (
-        lambda d: LAG(d)["annotations"].update(runbook_url="README.md#no-such-section"),
+        lambda d: LAG(d)["annotations"].update(runbook_url="docs/operating.md#no-such-section"),
+        "docs/operating.md has no such heading",
+    ),
+    "runbook to a missing document": (
+        lambda d: LAG(d)["annotations"].update(runbook_url="docs/runbooks.md#alerts"),
+        "no such document",
+    ),
+    "runbook to the old README heading": (
+        lambda d: LAG(d)["annotations"].update(runbook_url="README.md#alerts"),
         "README.md has no such heading",
     ),
     "two alerts of one name": (
@@ -168,7 +176,7 @@ RULE_BREAKAGES: dict[str, tuple[Callable[[Obj], None], str]] = {
 
 @pytest.mark.parametrize("case", sorted(RULE_BREAKAGES))
 def test_rule_breakage_is_caught(
-    case: str, rules: Obj, known: dict[str, str], anchors: set[str]
+    case: str, rules: Obj, known: dict[str, str], anchors: dict[str, set[str]]
 ) -> None:
     breaks, message = RULE_BREAKAGES[case]
     breaks(rules)
@@ -177,7 +185,7 @@ def test_rule_breakage_is_caught(
 
 
 def test_a_recording_rule_names_a_series(
-    rules: Obj, known: dict[str, str], anchors: set[str]
+    rules: Obj, known: dict[str, str], anchors: dict[str, set[str]]
 ) -> None:
     rules["spec"]["groups"][0]["rules"] += [
         {"record": "liverank:lag:sum", "expr": "sum(liverank_consumer_lag_records)"},

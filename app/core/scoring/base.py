@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 class ModelContractError(ValueError):
-    """A model package that does not meet the contract in README.md."""
+    """A model package that does not meet the contract in docs/contracts.md."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,7 +66,8 @@ POSTING_LIMIT = 2000
 
 @dataclass(frozen=True, slots=True)
 class Package:
-    """The parts of a model package (README: model package contract) the baseline needs."""
+    """The parts of a model package (docs/contracts.md, model package contract) the baseline
+    needs."""
 
     version: str
     files: dict[str, Any]

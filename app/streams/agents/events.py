@@ -108,7 +108,7 @@ def register(
         A user's state lives on the partition their events belong on; a record elsewhere would
         be applied to an empty state on the wrong worker. They come from producers with another
         partitioner, or, after a partition increase, from ones that have not refreshed their
-        metadata yet and from the backlog written before it (README: Operating liverank)."""
+        metadata yet and from the backlog written before it (docs/operating.md)."""
         keep, forwards = [], []
         for event in batch:
             msg = event.message
