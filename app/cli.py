@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate = parts_sub.add_parser(
         "migrate",
         help="with every worker stopped: grow the user-keyed topics to --to partitions and move "
-        "each user's state to their new partition (README: Operating liverank)",
+        "each user's state to their new partition (docs/operating.md#migrate-partitions-n-to-m)",
     )
     migrate.add_argument("--to", type=int, required=True, help="the new partition count")
     migrate.add_argument("--dry-run", action="store_true", help="plan and report, change nothing")

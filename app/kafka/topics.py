@@ -105,8 +105,8 @@ def partition_problems(settings: Settings, existing: Mapping[str, int]) -> list[
     if problems:
         problems.append(
             f"LIVERANK_PARTITIONS is {settings.partitions}: set it to the topics' count, or "
-            "finish the partition migration (python -m app partitions migrate; README: "
-            "Operating liverank)"
+            "finish the partition migration (python -m app partitions migrate; "
+            "docs/operating.md#migrate-partitions-n-to-m)"
         )
     return problems
 

@@ -214,7 +214,7 @@ class Metrics:
         self.rules = Counter(
             "liverank_input_rules",
             "Events applied under a documented rule instead of dead-lettered: unknown_item, "
-            "withdrawn_item, out_of_order (README: Guarantees).",
+            "withdrawn_item, out_of_order (docs/guarantees.md).",
             ["rule"],
             registry=r,
         )

@@ -55,7 +55,7 @@ class ModelSpec:
 
 
 def _fail(path: Path, message: str) -> ModelContractError:
-    return ModelContractError(f"{path}: {message} (see 'Model package contract' in README.md)")
+    return ModelContractError(f"{path}: {message} (see docs/contracts.md#model-package-contract)")
 
 
 def read_spec(path: Path) -> tuple[ModelSpec, dict[str, Any]]:
