@@ -43,6 +43,9 @@ from app.core.log_budget import (
 from app.core.ranking import Hints, Ranker, RankingParams
 from app.core.records import (
     NEXT_ITEM_TRIGGERS,
+    RULE_OUT_OF_ORDER,
+    RULE_UNKNOWN_ITEM,
+    RULE_WITHDRAWN_ITEM,
     DeadLetterError,
     Event,
     EventType,
@@ -68,9 +71,6 @@ log = logging.getLogger(__name__)
 RECOMMENDATIONS = "recommendations"
 ATTRIBUTION = "attribution"
 # Events handled by a documented rule rather than dead-lettered; counted by rule.
-RULE_UNKNOWN_ITEM = "unknown_item"  # applied to the history; no affinity (nothing known of it)
-RULE_WITHDRAWN_ITEM = "withdrawn_item"  # applied like any other; never recommended
-RULE_OUT_OF_ORDER = "out_of_order"  # applied; affinity time never moves backwards
 FEEDBACK = "feedback"
 DEAD_LETTERS = "dead_letters"
 # Co-occurrence: successors kept per item, and candidates taken per event.

@@ -62,6 +62,14 @@ def item_genres(item: Item) -> tuple[str, ...]:
     return tuple(dict.fromkeys((item.category, *item.tags)))
 
 
+# Documented rules an odd but valid event is applied under instead of being dead-lettered
+# (docs/guarantees.md), counted by liverank_input_rules_total{rule}.
+RULE_UNKNOWN_ITEM = "unknown_item"  # applied to the history; no affinity (nothing known of it)
+RULE_WITHDRAWN_ITEM = "withdrawn_item"  # applied like any other; never recommended
+RULE_OUT_OF_ORDER = "out_of_order"  # applied; affinity time never moves backwards
+INPUT_RULES = (RULE_UNKNOWN_ITEM, RULE_WITHDRAWN_ITEM, RULE_OUT_OF_ORDER)
+
+
 class DeadLetterError(StrEnum):
     OVERSIZE = "oversize"
     MALFORMED_JSON = "malformed_json"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from app.core.attribution import Impression, Positive
+from app.core.records import INPUT_RULES, DeadLetterError
 from app.ops.quality import Closed, LiveQuality, LiveQualityCollector
 
 # End-to-end latency spans milliseconds (healthy) to minutes (a worker catching up).
@@ -271,6 +272,18 @@ class Metrics:
             registry=r,
         )
         self._lag_partitions: set[tuple[str, int]] = set()
+        # Every known label value from the start, at 0: a counter's first increment then shows
+        # in rate() and increase() (a series born at 1 has no earlier sample to differ from),
+        # so the first dead letter of a kind after a restart counts on the dashboard and in
+        # the alerts.
+        for error in DeadLetterError:
+            self.dead_letters.labels(error.value)
+        for result in ("accepted", "rejected", "invalid"):
+            self.model_reloads.labels(result)
+        for kind in ("search", "next_items"):
+            self.recommendations.labels(kind)
+        for rule in INPUT_RULES:
+            self.rules.labels(rule)
 
     def set_consumer_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
         """One sample per partition in ``lags``; the samples of any other partition (revoked,

@@ -8,6 +8,7 @@ import doctest
 import pytest
 
 import app.ops.metrics
+from app.core.records import INPUT_RULES, DeadLetterError
 from app.ops.metrics import Metrics, PartitionOffsets, consumer_lag, partition_lag
 
 
@@ -70,3 +71,18 @@ def test_lag_samples_follow_the_assignment() -> None:
 def test_docstring_examples() -> None:
     result = doctest.testmod(app.ops.metrics)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_known_label_values_start_at_zero_so_their_first_increment_shows_in_rate() -> None:
+    metrics = Metrics()
+    value = metrics.registry.get_sample_value
+    for error in DeadLetterError:
+        assert value("liverank_dead_letters_total", {"error": error.value}) == 0.0
+    for result in ("accepted", "rejected", "invalid"):
+        assert value("liverank_model_reloads_total", {"result": result}) == 0.0
+    for kind in ("search", "next_items"):
+        assert value("liverank_recommendations_total", {"kind": kind}) == 0.0
+    for rule in INPUT_RULES:
+        assert value("liverank_input_rules_total", {"rule": rule}) == 0.0
+    metrics.dead_letters.labels(DeadLetterError.OVERSIZE.value).inc()
+    assert value("liverank_dead_letters_total", {"error": "oversize"}) == 1.0

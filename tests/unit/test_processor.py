@@ -14,13 +14,17 @@ from app.core.processor import (
     DEAD_LETTERS,
     FEEDBACK,
     RECOMMENDATIONS,
-    RULE_OUT_OF_ORDER,
-    RULE_UNKNOWN_ITEM,
-    RULE_WITHDRAWN_ITEM,
     Outcome,
     Processor,
 )
-from app.core.records import DeadLetterError, Event, Source
+from app.core.records import (
+    RULE_OUT_OF_ORDER,
+    RULE_UNKNOWN_ITEM,
+    RULE_WITHDRAWN_ITEM,
+    DeadLetterError,
+    Event,
+    Source,
+)
 from app.core.scoring.base import RankInputs
 from app.core.scoring.package import LoadedModel
 from app.core.settings import Settings
