@@ -1,5 +1,6 @@
-"""``scripts/bench --smoke`` against the session's broker: every system (the worker, the
-like-for-like naive loop, Quix Streams, the plain naive loop, the pipe) starts, takes a tiny
+"""``scripts/bench --smoke --two-processes`` against the session's broker: every system (the
+worker, the worker with two processes, the like-for-like naive loop, Quix Streams, the plain
+naive loop, the pipe) starts, takes a tiny
 load and is measured, and the report is written, so the shipped benchmark cannot break
 unnoticed (issue 14: it did not run at HEAD and nothing caught it). Its figures are not
 checked: they depend on the machine. The first run makes .venv-quix (about a minute)."""
@@ -22,7 +23,7 @@ def test_the_benchmark_runs_every_system(bootstrap: str, tmp_path: Path) -> None
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVERANK_")}
     env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
     done = subprocess.run(
-        [str(ROOT / "scripts" / "bench"), "--smoke", "--out", str(tmp_path)],
+        [str(ROOT / "scripts" / "bench"), "--smoke", "--two-processes", "--out", str(tmp_path)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -33,7 +34,17 @@ def test_the_benchmark_runs_every_system(bootstrap: str, tmp_path: Path) -> None
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     results = orjson.loads((tmp_path / "latest" / "results.json").read_bytes())
     systems = {s["system"]: s for s in results["systems"]}
-    assert set(systems) == {"pipe", "liverank", "naive-full", "quix", "naive"}, systems.keys()
+    assert set(systems) == {
+        "pipe",
+        "liverank",
+        "liverank-2p",
+        "naive-full",
+        "quix",
+        "naive",
+    }, systems.keys()
+    # The two-process worker is measured as its whole process tree: a supervisor and two
+    # workers, each with the model and the catalog, hold more memory than one worker.
+    assert systems["liverank-2p"]["rss_ready_mib"] > systems["liverank"]["rss_ready_mib"]
     for system in results["systems"]:
         assert system["error"] is None, system
         assert {s["step"] for s in system["steps"]} == {"max", "50"}, system

@@ -7,6 +7,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import resource
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -204,6 +207,40 @@ def test_proc_sample_of_this_process() -> None:
 
 def test_proc_sample_of_a_missing_process() -> None:
     assert procstat.sample(2**22 + 12345) is None
+
+
+def test_a_process_tree_counts_its_children(tmp_path: Path) -> None:
+    # A parent whose child holds 64 MiB: the tree's RSS has it, the parent's own does not
+    # (how a PROCESSES=2 worker, a supervisor over two workers, is measured).
+    ready = tmp_path / "ready"
+    child = (
+        "import pathlib, sys, time; block = bytearray(64 << 20); "
+        f"pathlib.Path({str(ready)!r}).touch(); time.sleep(60)"
+    )
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists()
+        below = procstat.descendants(parent.pid)
+        assert len(below) == 1
+        own, tree = procstat.sample(parent.pid), procstat.sample_tree(parent.pid)
+        assert own is not None and tree is not None
+        assert tree.rss_bytes - own.rss_bytes >= 64 << 20
+        assert tree.cpu_s >= own.cpu_s and tree.peak_rss_bytes >= tree.rss_bytes
+        assert procstat.sample_tree(parent.pid, below) == procstat.sample_tree(parent.pid, below)
+    finally:
+        for pid in procstat.descendants(parent.pid):
+            os.kill(pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+    assert procstat.sample_tree(parent.pid) is None
 
 
 def test_stat_parsing_survives_odd_command_names() -> None:
@@ -434,6 +471,29 @@ def test_targets_are_checked_against_the_medians() -> None:
     assert targets["worker RSS (1,000,000 items)"].passed is None
 
 
+def test_two_processes_are_compared_with_one() -> None:
+    results = _results()
+    results.systems.append(
+        SystemResult(
+            "liverank-2p",
+            10_000,
+            6.0,
+            500.0,
+            700.0,
+            "int8",
+            [
+                _step("liverank-2p", 10_000, MAX, 9000.0, None),
+                _step("liverank-2p", 10_000, MAX, 7000.0, None, repeat=1),
+            ],
+        )
+    )
+    targets = {t.name: t for t in evaluate_targets(results)}
+    two = targets["two worker processes against one, max events/s (10,000 items)"]
+    # The medians: 8000 against 6000.
+    assert two.passed is None and two.measured.startswith("1.33x")
+    assert "two worker processes against one, max events/s (1,000,000 items)" not in targets
+
+
 def test_markdown_has_a_row_per_level_and_marks_misses() -> None:
     results = _results()
     results.targets = evaluate_targets(results)
@@ -489,3 +549,5 @@ def test_quick_runs_every_system_at_the_targets_rates_twice(tmp_path: Path) -> N
     assert config.rates == (300.0, 1000.0) and config.repeats == 2
     skipped = build_config(_parser().parse_args(["--skip-quix", "--repeats", "4"]), tmp_path)
     assert "quix" not in skipped.systems and skipped.repeats == 4
+    two = build_config(_parser().parse_args(["--quick", "--two-processes"]), tmp_path)
+    assert two.systems[:2] == ("liverank", "liverank-2p")

@@ -21,6 +21,7 @@ from app.dev.bench.systems import (
     QUIX_PYTHON,
     ROOT,
     WORKER,
+    WORKER_2P,
     apply_env,
     parse_env_pairs,
 )
@@ -110,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-pipe", action="store_true", help="no pipe-limit measurement")
     p.add_argument("--skip-worker", action="store_true", help="no liverank worker")
     p.add_argument(
+        "--two-processes",
+        action="store_true",
+        help="also a worker with PROCESSES=2 (liverank-2p): the scaling from one process to two",
+    )
+    p.add_argument(
         "--naive-catalogs", help="catalog sizes the naive baseline runs on (default: all)"
     )
     p.add_argument(
@@ -156,6 +162,7 @@ def build_config(args: argparse.Namespace, work_dir: Path) -> BenchConfig:
     pipe_rates = _numbers(args.pipe_rates or args.rates or preset.pipe_rates)
     skips = (
         (WORKER, args.skip_worker),
+        (WORKER_2P, not args.two_processes),
         (NAIVE_FULL, args.skip_naive_full),
         (QUIX, args.skip_quix),
         (NAIVE, args.skip_naive),

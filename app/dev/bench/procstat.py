@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -64,6 +65,52 @@ def sample(pid: int) -> ProcSample | None:
     utime, stime = parse_stat_cpu_ticks(stat)
     rss, hwm = parse_status_memory(status)
     return ProcSample(cpu_s=(utime + stime) / _TICKS, rss_bytes=rss, peak_rss_bytes=hwm)
+
+
+def parse_stat_ppid(stat: str) -> int:
+    """The parent pid (field 4) from the text of ``/proc/<pid>/stat``.
+
+    >>> parse_stat_ppid("42 (a (b) c) S 7 2 3")
+    7
+    """
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def descendants(pid: int) -> list[int]:
+    """The live processes below ``pid`` (children, grandchildren, ...), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = parse_stat_ppid((entry / "stat").read_text())
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def sample_tree(pid: int, below: Sequence[int] | None = None) -> ProcSample | None:
+    """:func:`sample` summed over ``pid`` and its descendants (``below``, when the caller
+    looked them up already; else from /proc now): a supervisor's workers (``PROCESSES`` > 1)
+    count as the system. The peak is the sum of each process's own peak, an upper bound on the
+    tree's. None if ``pid`` is gone."""
+    own = sample(pid)
+    if own is None:
+        return None
+    others = descendants(pid) if below is None else below
+    samples = [own, *(s for s in map(sample, others) if s is not None)]
+    return ProcSample(
+        cpu_s=sum(s.cpu_s for s in samples),
+        rss_bytes=sum(s.rss_bytes for s in samples),
+        peak_rss_bytes=sum(s.peak_rss_bytes for s in samples),
+    )
 
 
 def machine_info() -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from app.dev.bench.results import FIXED, MAX, BenchResults, LevelSummary, StepResult, Target
 from app.dev.bench.stats import Spread
-from app.dev.bench.systems import NAIVE, NAIVE_FULL, QUIX, WORKER, label_of
+from app.dev.bench.systems import NAIVE, NAIVE_FULL, QUIX, WORKER, WORKER_2P, label_of
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -104,6 +104,17 @@ def evaluate_targets(results: BenchResults) -> list[Target]:
                 None,
             )
         )
+    for items in sizes:
+        one, _ = _median_max(results, WORKER, items)
+        two, two_text = _median_max(results, WORKER_2P, items)
+        if one and two is not None:
+            targets.append(
+                Target(
+                    f"two worker processes against one, max events/s ({items:,} items)",
+                    f"{two / one:.2f}x ({two_text} vs {_rate(one)} events/s)",
+                    None,
+                )
+            )
     if len(sizes) >= 2:
         small, _ = _median_max(results, WORKER, sizes[0])
         large, _ = _median_max(results, WORKER, sizes[-1])
@@ -178,6 +189,11 @@ SYSTEMS_TEXT = (
     "force retrieval, no attribution, no changelog: less work than the worker's); `pipe` "
     "consume and produce only."
 )
+TWO_PROCESSES_TEXT = (
+    " `liverank (2 processes)` the same worker with PROCESSES=2: a supervisor and two workers, "
+    "each its own consumer-group member with its own RocksDB; its CPU and memory are those of "
+    "all three processes."
+)
 
 
 def render_markdown(results: BenchResults) -> str:
@@ -195,7 +211,8 @@ def render_markdown(results: BenchResults) -> str:
         f"the machine. Wall time {_num(results.wall_s / 60, 1)} min"
         f"{' (--quick)' if cfg.get('quick') else ''}.",
         "",
-        SYSTEMS_TEXT,
+        SYSTEMS_TEXT
+        + (TWO_PROCESSES_TEXT if any(s.system == WORKER_2P for s in results.systems) else ""),
         "",
         "Latency: broker append time of the output record (LogAppendTime) minus the event's "
         "event_time, which the open-loop generator sets to the event's scheduled send time "

@@ -49,6 +49,8 @@ from app.dev.bench.systems import (
     QUIX_PYTHON,
     SYSTEMS,
     WORKER,
+    WORKER_2P,
+    WORKERS,
     AttachedProcess,
     ChildProcess,
     StartError,
@@ -129,6 +131,9 @@ class Sampler:
         self._counter = counter
         self._sent = sent
         self._pids = pids
+        # A system's child processes (a supervisor's workers), looked up once: /proc is not
+        # scanned every interval.
+        self._below = {name: procstat.descendants(pid) for name, pid in pids.items()}
         self._interval = interval_s
         self._stop = threading.Event()
         self.samples: list[Sample] = []
@@ -138,7 +143,9 @@ class Sampler:
     def take(self) -> Sample:
         sent = self._sent()
         processed = self._counter.total()
-        procs = {name: procstat.sample(pid) for name, pid in self._pids.items()}
+        procs = {
+            name: procstat.sample_tree(pid, self._below[name]) for name, pid in self._pids.items()
+        }
         sample = Sample(time.monotonic(), sent, processed, procs)
         self.samples.append(sample)
         self.counters.append(sample.counters())
@@ -247,7 +254,7 @@ class Running:
         return system_label(self.system, self.items)
 
     def result(self) -> SystemResult:
-        final = procstat.sample(self.process.pid) if self.process.alive() else None
+        final = procstat.sample_tree(self.process.pid) if self.process.alive() else None
         peaks = [s.peak_rss_mib for s in self.steps if s.peak_rss_mib is not None]
         peak = final.peak_rss_bytes / MIB if final else max(peaks, default=None)
         return SystemResult(
@@ -530,7 +537,7 @@ class Bench:
 
     def _process(self, system: str, settings: Settings, workdir: Path) -> SystemProcess:
         env = self.config.proc_env
-        if system == WORKER:
+        if system in WORKERS:
             return worker_process(settings, workdir / "worker.log", env)
         if system == NAIVE_FULL:
             return naive_full_process(settings, workdir, env)
@@ -571,6 +578,8 @@ class Bench:
                 say(f"{system}: attached to pid {attach_pid} (topic {settings.topic_events})")
             else:
                 settings = self._system_settings(tag, catalog_topic, workdir)
+                if system == WORKER_2P:
+                    settings = settings.replace(processes=2)
                 create_topics(settings)
                 try:
                     process = self._process(system, settings, workdir)
@@ -598,9 +607,9 @@ class Bench:
                 run.ready_s = process.wait_ready(cfg.start_timeout_s, say)
             else:
                 run.ready_s = process.start(cfg.start_timeout_s, say)
-            at_ready = procstat.sample(process.pid)
+            at_ready = procstat.sample_tree(process.pid)
             run.rss_ready_mib = at_ready.rss_bytes / MIB if at_ready else None
-            if run.system == WORKER:
+            if run.system in WORKERS:
                 run.variant = worker_variant(process.log_tail(400))
             elif run.system in (NAIVE, NAIVE_FULL, QUIX):
                 # The like-for-like systems load the model as the worker does, from settings.

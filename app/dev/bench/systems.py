@@ -23,12 +23,20 @@ from app.dev.bench.kafka_io import group_assigned
 ROOT = Path(__file__).resolve().parents[3]
 
 WORKER = "liverank"
+# The same worker with PROCESSES=2 (app/streams/supervisor.py): the scaling from one process
+# to two, opt-in (--two-processes).
+WORKER_2P = "liverank-2p"
 NAIVE_FULL = "naive-full"  # a per-event loop doing the worker's own work (app.dev.bench.naive_full)
 QUIX = "quix"  # the worker's own work in a Quix Streams application (app.dev.bench.quix_app)
 NAIVE = "naive"  # the plain per-event loop (app.dev.bench.naive): less work than the worker's
 PIPE = "pipe"
-SYSTEMS = (WORKER, NAIVE_FULL, QUIX, NAIVE, PIPE)
-LABELS = {NAIVE_FULL: "naive-full (like-for-like)", NAIVE: "naive (plain)"}
+SYSTEMS = (WORKER, WORKER_2P, NAIVE_FULL, QUIX, NAIVE, PIPE)
+WORKERS = (WORKER, WORKER_2P)
+LABELS = {
+    WORKER_2P: "liverank (2 processes)",
+    NAIVE_FULL: "naive-full (like-for-like)",
+    NAIVE: "naive (plain)",
+}
 QUIX_PYTHON = ROOT / ".venv-quix" / "bin" / "python"
 
 
