@@ -35,7 +35,14 @@ from app.dev.bench.load import (
 from app.dev.bench.naive import NaiveRanker
 from app.dev.bench.report import evaluate_targets, read_json, render_markdown, write_json
 from app.dev.bench.results import FIXED, MAX, BenchResults, CatalogPrep, StepResult, SystemResult
-from app.dev.bench.runner import MAX_WARMUP_S, Bench, BenchConfig, SaturationControl
+from app.dev.bench.runner import (
+    MAX_WARMUP_S,
+    Bench,
+    BenchConfig,
+    Sample,
+    SaturationControl,
+    sample_window,
+)
 from app.dev.bench.stats import (
     CounterSample,
     LatencySummary,
@@ -203,6 +210,18 @@ def test_proc_sample_of_this_process() -> None:
     assert after.peak_rss_bytes == pytest.approx(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, rel=0.1
     )
+
+
+def test_a_window_takes_its_own_samples_or_else_those_around_it() -> None:
+    samples = [Sample(t, int(t * 100), int(t * 90), {}) for t in (0.0, 0.5, 1.2, 1.4, 3.0)]
+    # Two or more inside: the first and the last of them.
+    assert [s.t for s in sample_window(samples, 1.0, 1.5) or ()] == [1.2, 1.4]
+    # A sampler slowed by a busy machine left fewer than two inside: the samples around it.
+    assert [s.t for s in sample_window(samples, 1.5, 2.5) or ()] == [1.4, 3.0]
+    assert [s.t for s in sample_window(samples, 0.6, 1.3) or ()] == [0.5, 1.4]
+    # Nothing after the window yet (or nothing at all): no measurement.
+    assert sample_window(samples, 2.5, 3.5) is None
+    assert sample_window([], 0.0, 1.0) is None
 
 
 def test_proc_sample_of_a_missing_process() -> None:

@@ -175,9 +175,25 @@ class Sampler:
         return self.samples[-1]
 
     def window(self, start: float, end: float) -> tuple[Sample, Sample] | None:
-        """The first sample at or after ``start`` and the last at or before ``end``."""
-        inside = [s for s in self.samples if start <= s.t <= end]
-        return (inside[0], inside[-1]) if len(inside) >= 2 else None
+        """The first sample at or after ``start`` and the last at or before ``end``; when a
+        busy machine slowed the sampler so that fewer than two fall inside, the samples that
+        bracket the window instead (the last before it, the first after it: rates are taken
+        over the samples' own times, a little wider than the window). None without them."""
+        return sample_window(self.samples, start, end)
+
+
+def sample_window(
+    samples: Sequence[Sample], start: float, end: float
+) -> tuple[Sample, Sample] | None:
+    """See :meth:`Sampler.window`; ``samples`` in time order."""
+    inside = [s for s in samples if start <= s.t <= end]
+    if len(inside) >= 2:
+        return inside[0], inside[-1]
+    before = [s for s in samples if s.t <= start]
+    after = [s for s in samples if s.t >= end]
+    if not before or not after or after[0].t <= before[-1].t:
+        return None
+    return before[-1], after[0]
 
 
 class SaturationControl:
