@@ -182,6 +182,11 @@ class Sampler:
         return sample_window(self.samples, start, end)
 
 
+# How long a level waits for the sampler's first reading after its window: on a starved machine
+# a reading (the broker's offsets, /proc) can take seconds, and without one there is no figure.
+WINDOW_END_WAIT_S = 30.0
+
+
 def sample_window(
     samples: Sequence[Sample], start: float, end: float
 ) -> tuple[Sample, Sample] | None:
@@ -785,7 +790,7 @@ class Bench:
         start = time.monotonic()
         ctx.generator.paced(warmup + cfg.max_duration_s, steer)
         w0, w1 = start + warmup, start + warmup + cfg.max_duration_s
-        ctx.sampler.fresh(w1)
+        ctx.sampler.fresh(w1, timeout_s=WINDOW_END_WAIT_S)
         idle = any(s.sent <= s.processed for s in ctx.sampler.counters if w0 <= s.t <= w1)
         drained = self._drain(ctx)
         # An empty queue in the window: the load generator, not the system, set the pace.
@@ -799,7 +804,7 @@ class Bench:
         total_s = cfg.warmup_s + cfg.duration_s
         run = ctx.generator.open_loop(rate, total_s, window=(cfg.warmup_s, total_s))
         window = (run.start_mono + cfg.warmup_s, run.start_mono + total_s)
-        ctx.sampler.fresh(window[1])
+        ctx.sampler.fresh(window[1], timeout_s=WINDOW_END_WAIT_S)
         drained = self._drain(ctx)
         end_offsets = ctx.output_counter.end_offsets()
         latencies, degraded, coalesced = read_latencies(
