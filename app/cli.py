@@ -47,8 +47,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     publish.add_argument("path", type=Path, help="the package folder, as the workers see it")
     publish.add_argument("--note", default=None, help="why (e.g. the evaluation behind it)")
+    publish.add_argument(
+        "--shadow",
+        action="store_true",
+        help="announce it as the shadow: scored beside the serving model and measured live "
+        "(`quality`), never served; publish the same package without --shadow to promote it",
+    )
+    retire = model_sub.add_parser("retire-shadow", help="stop scoring with a model's shadow")
+    retire.add_argument("name", help="the model family (manifest name), e.g. seqrank")
     quality = sub.add_parser(
-        "quality", help="live hit rate@K and CTR per model version, from the attribution topic"
+        "quality",
+        help="live hit rate@K, NDCG@K and CTR per model version and role (serving, shadow), "
+        "from the attribution topic",
     )
     quality.add_argument(
         "--windows", default="300,3600", help="sliding windows, seconds, comma-separated"
@@ -171,16 +181,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     if args.command == "model":
+        from app.core.codec import SERVING, SHADOW
         from app.core.scoring.base import ModelContractError
-        from app.streams.model_publish import publish_model
+        from app.streams.model_publish import publish_model, retire_shadow
 
+        if args.action == "retire-shadow":
+            retire_shadow(settings, args.name)
+            print(f"retired the shadow of {args.name} on {settings.topic_model_updates}")
+            return 0
+        role = SHADOW if args.shadow else SERVING
         try:
-            update = publish_model(settings, args.path, note=args.note)
+            update = publish_model(settings, args.path, note=args.note, role=role)
         except ModelContractError as exc:
             print(f"liverank: not published: {exc}", file=sys.stderr)
             return 3
         print(
-            f"announced {update.name} {update.version} ({update.path}) on "
+            f"announced {update.name} {update.version} ({update.path}) as {role} on "
             f"{settings.topic_model_updates}"
         )
         return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import gc
 import threading
 import zlib
@@ -591,6 +592,9 @@ class CatalogIndex:
     # Which item encoder made ``vectors`` (a model version): a model must rank with the item
     # vectors of its own encoder, so a hot reload switches when the index says so.
     encoder_tag: str = ""
+    # The same rows with the shadow model's item vectors (Catalog.set_shadow), published with
+    # them in one swap: the shadow ranks a batch against the catalog the serving model sees.
+    shadow: CatalogIndex | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -837,6 +841,47 @@ def _postings(
     return _readonly(offsets), rows[keep].astype(np.int32)
 
 
+def _shadow_of(
+    index: CatalogIndex,
+    shadow: tuple[Vectorizer, str],
+    reuse: tuple[NDArray[np.int64], NDArray[np.float32]] | None,
+    options: IndexOptions,
+) -> CatalogIndex:
+    """``index`` with the shadow encoder's vectors (and a search over them): the same rows,
+    ids, features and posting lists. ``reuse`` as for :meth:`CatalogIndex.from_table`."""
+    vectorizer, tag = shadow
+    items = _Items(index.table)
+    n = len(index)
+    matrix: NDArray[np.float32] | None = None
+    fresh = np.arange(n)
+    if reuse is not None:
+        previous_rows, previous = reuse
+        matrix = np.empty((n, previous.shape[1]), dtype=np.float32)
+        kept = np.flatnonzero(previous_rows >= 0)
+        matrix[kept] = previous[previous_rows[kept]]
+        fresh = np.flatnonzero(previous_rows < 0)
+    positions = index.positions
+    for lo in range(0, fresh.shape[0], BUILD_BATCH):
+        rows = fresh[lo : lo + BUILD_BATCH]
+        vectors = np.asarray(
+            vectorizer([items.at(p) for p in positions[rows].tolist()]), dtype=np.float32
+        )
+        if matrix is None:
+            matrix = np.empty((n, vectors.shape[1]), dtype=np.float32)
+        matrix[rows] = vectors
+    if matrix is None:  # an empty catalog
+        matrix = np.ascontiguousarray(vectorizer([]), dtype=np.float32)
+    return dataclasses.replace(
+        index,
+        vectors=matrix,
+        neighbours=build_vector_index(
+            matrix, exact_below=options.exact_below, nprobe=options.nprobe or None
+        ),
+        encoder_tag=tag,
+        shadow=None,
+    )
+
+
 def _release_free_memory() -> None:
     # A build frees hundreds of MB of temporaries; glibc keeps much of it in its heap (its mmap
     # threshold rises after big frees), so the worker's RSS would stay at the build's level.
@@ -870,6 +915,9 @@ class Catalog:
         self._lock = threading.Lock()
         self._dirty = False
         self._version = 0
+        # The shadow model's encoder (None: no shadow), and whether its vectors need building.
+        self._shadow: tuple[Vectorizer, str] | None = None
+        self._shadow_dirty = False
         self._index = CatalogIndex.from_table(
             _EMPTY_TABLE,
             version=0,
@@ -890,6 +938,13 @@ class Catalog:
             self._vectorizer = vectorizer
             self._encoder_tag = encoder_tag
             self._dirty = True
+
+    def set_shadow(self, vectorizer: Vectorizer | None, encoder_tag: str = "") -> None:
+        """Encode every item with a shadow model's encoder too, at the next :meth:`publish`
+        (``index.shadow``); None drops the shadow vectors there."""
+        with self._lock:
+            self._shadow = None if vectorizer is None else (vectorizer, encoder_tag)
+            self._shadow_dirty = True
 
     def _current(self, item_id: str) -> Item | None | bool:
         # The item as the catalog has it now; True when that is unknown without merging the
@@ -923,9 +978,21 @@ class Catalog:
     def publish(self) -> bool:
         """Rebuild and swap in the index if anything changed since the last publish."""
         with self._lock:
+            shadow = self._shadow
             if not self._dirty:
-                return False
-            self._dirty = False
+                if not self._shadow_dirty:
+                    return False
+                # Only the shadow changed: the same index, with (or without) its vectors.
+                self._shadow_dirty = False
+                current = self._index
+                self._index = dataclasses.replace(
+                    current,
+                    shadow=None
+                    if shadow is None
+                    else _shadow_of(current, shadow, None, self._options),
+                )
+                return True
+            self._dirty = self._shadow_dirty = False
             self._version += 1
             changes = [*self._staged, ItemTable.of(sorted(self._pending.items()))]
             self._pending, self._staged = {}, []
@@ -935,8 +1002,8 @@ class Catalog:
         base = previous.table
         table, source = ItemTable.concat([base, *changes]).latest()
         del changes
-        reuse = None
-        if len(previous) and previous.encoder_tag == encoder_tag:
+        previous_rows = None
+        if len(previous):
             # An unchanged item's row came from the previous table: it keeps its vector.
             active = source[~table.withdrawn]
             from_base = active < len(base)
@@ -944,6 +1011,8 @@ class Catalog:
             old_row = np.full(len(base), -1, dtype=np.int64)
             old_row[previous.positions] = np.arange(len(previous))
             previous_rows[from_base] = old_row[active[from_base]]
+        reuse = None
+        if previous_rows is not None and previous.encoder_tag == encoder_tag:
             reuse = (previous_rows, previous.vectors)
         index = CatalogIndex.from_table(
             table,
@@ -953,6 +1022,14 @@ class Catalog:
             encoder_tag=encoder_tag,
             reuse=reuse,
         )
+        if shadow is not None:
+            kept = previous.shadow
+            shadow_reuse = None
+            if previous_rows is not None and kept is not None and kept.encoder_tag == shadow[1]:
+                shadow_reuse = (previous_rows, kept.vectors)
+            index = dataclasses.replace(
+                index, shadow=_shadow_of(index, shadow, shadow_reuse, self._options)
+            )
         self._index = index
         del previous, table, source, reuse
         _release_free_memory()

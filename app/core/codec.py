@@ -399,15 +399,51 @@ def encode_negative(
     return orjson.dumps(doc)
 
 
+def encode_shadow(
+    imp: Impression, user_id: str, *, events_topic: str, window_s: float, emit_time_ms: int
+) -> bytes:
+    """An attribution record for a closed shadow impression (app.core.shadow): the list the
+    shadow model would have shown, and the actions on it within the window."""
+    doc = _impression_fields(
+        imp, user_id, events_topic=events_topic, window_s=window_s, emit_time_ms=emit_time_ms
+    )
+    doc.update(
+        kind="shadow",
+        items=[{"item_id": item, "rank": rank} for rank, item in enumerate(imp.items)],
+        shown=len(imp.items),
+        acted=[{"rank": a.rank, "action": a.action} for a in imp.acted],
+        close_reason=imp.closed_reason or "window",
+        closed_time=format_time_ms(imp.closed_ms if imp.closed_ms is not None else emit_time_ms),
+    )
+    return orjson.dumps(doc)
+
+
+SERVING = "serving"
+SHADOW = "shadow"
+MODEL_ROLES = (SERVING, SHADOW)
+
+
+def model_update_key(name: str, role: str = SERVING) -> bytes:
+    """The model-updates topic's key: compaction keeps the newest serving announcement and the
+    newest shadow one of each model apart.
+
+    >>> model_update_key("seqrank"), model_update_key("seqrank", SHADOW)
+    (b'seqrank', b'seqrank:shadow')
+    """
+    return (name if role == SERVING else f"{name}:{role}").encode("utf-8")
+
+
 @dataclass(frozen=True, slots=True)
 class ModelUpdate:
-    """A model version announced on the model-updates topic (schemas/model_update.v1.json)."""
+    """A model version announced on the model-updates topic (schemas/model_update.v1.json).
+    ``role``: serving, or shadow (scored beside the serving model, never served)."""
 
     name: str
     version: str
     path: str
     published_ms: int
     note: str | None = None
+    role: str = SERVING
 
 
 def decode_model_update(raw: bytes | None) -> ModelUpdate:
@@ -418,7 +454,14 @@ def decode_model_update(raw: bytes | None) -> ModelUpdate:
         published = parse_time_ms(doc["published_time"])
     except ValueError as exc:
         raise DecodeError(DeadLetterError.SCHEMA_VIOLATION, f"published_time: {exc}") from None
-    return ModelUpdate(doc["name"], doc["version"], doc["path"], published, doc.get("note"))
+    return ModelUpdate(
+        doc["name"],
+        doc["version"],
+        doc["path"],
+        published,
+        doc.get("note"),
+        doc.get("role", SERVING),
+    )
 
 
 def _validated(raw: bytes, schema: str) -> Any:
@@ -444,4 +487,6 @@ def encode_model_update(update: ModelUpdate) -> bytes:
     }
     if update.note is not None:
         doc["note"] = update.note
+    if update.role != SERVING:
+        doc["role"] = update.role
     return orjson.dumps(doc)

@@ -31,6 +31,7 @@ from app.core.codec import (
     encode_negative,
     encode_positive,
     encode_recommendation,
+    encode_shadow,
 )
 from app.core.cooccurrence import Cooccurrence
 from app.core.log_budget import (
@@ -56,6 +57,7 @@ from app.core.retrieval import excluded_ids
 from app.core.scoring.base import Scorer
 from app.core.scoring.package import ModelSpec
 from app.core.settings import Settings
+from app.core.shadow import ShadowBook, ShadowClosed
 from app.core.state import (
     LastRecommendation,
     StateLimits,
@@ -137,6 +139,8 @@ class Outcome:
     # With ``state``: when the user's first open impression is due (record time), for the
     # sweeper's index; None when none is open.
     next_due: int | None = None
+    # Shadow impressions (app.core.shadow) closed by this record, for the live metrics.
+    shadow_closed: tuple[ShadowClosed, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +156,11 @@ class BatchResult:
     coalesced: int = 0
     ranking_s: float = 0.0
     oldest_age_ms: int = 0
+    # The shadow model: events it ranked, events it could not (its vectors not built yet for
+    # this catalog, or its model failed), and the time it took.
+    shadow_ranked: int = 0
+    shadow_skipped: int = 0
+    shadow_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -174,6 +183,8 @@ class _Step:
     related: tuple[str, ...] = ()
     # What the user must not be shown after this event (app.core.exclusions), worked out once.
     excluded: frozenset[str] | None = None
+    # The shadow model's list for this event (never served; app.core.shadow).
+    shadow: Recommendation | None = None
 
 
 def _applied(step: _Step) -> UserState:
@@ -182,6 +193,26 @@ def _applied(step: _Step) -> UserState:
     if step.state is None:
         raise ValueError(f"event {step.event.event_id} has no state to rank from")
     return step.state
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """A shadow model: its ranker and its impressions, replaced together (one reference)."""
+
+    ranker: Ranker
+    book: ShadowBook
+
+    @property
+    def version(self) -> str:
+        return self.ranker.spec.version
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowSweep:
+    """Shadow impressions a sweep closed, and their attribution records."""
+
+    outputs: list[Output]
+    closed: tuple[ShadowClosed, ...]
 
 
 @dataclass(slots=True)
@@ -241,8 +272,29 @@ class Processor:
         # and a batch ranks with that model (hot reload switches when the index does).
         self._rankers: dict[str, Ranker] = {spec.version: self.ranker}
         self._dead_letter_logs = LogBudget(DEAD_LETTER_LOG_LINES, DEAD_LETTER_LOG_WINDOW_S)
+        self._shadow_logs = LogBudget(DEAD_LETTER_LOG_LINES, DEAD_LETTER_LOG_WINDOW_S)
         # Decoded states of the users met lately, reused while the table holds the same bytes.
         self.states = DecodedStates(settings.state_cache_users)
+        # A candidate model scored beside the serving one and measured live (set_shadow).
+        self.shadow: Shadow | None = None
+
+    def set_shadow(self, spec: ModelSpec, scorer: Scorer) -> None:
+        """Score every micro-batch with this model too, from the first batch whose catalog
+        index carries its item vectors (``index.shadow``, Catalog.set_shadow); its lists are
+        never served, only attributed (app.core.shadow). Replaces any earlier shadow, whose
+        open impressions are dropped uncounted. Thread-safe (one reference swap)."""
+        settings = self.settings
+        book = ShadowBook(
+            window_ms=int(settings.attribution_window_s * 1000),
+            open_limit=settings.attribution_open,
+            max_users=settings.shadow_max_users,
+        )
+        ranker = Ranker(scorer, spec, self.params, query_cache_size=settings.query_cache_size)
+        self.shadow = Shadow(ranker, book)
+
+    def clear_shadow(self) -> None:
+        """Stop scoring with the shadow (retired, or promoted to serving)."""
+        self.shadow = None
 
     def add_model(self, spec: ModelSpec, scorer: Scorer) -> None:
         """Make another model ready to rank; it is used from the first batch whose catalog
@@ -537,6 +589,7 @@ class Processor:
         self._rank_with(index, on_time, self.ranker.rank)
         self._rank_with(index, late, self.ranker.rank_cheap)
         ranking_s = time.perf_counter() - started
+        shadow_ranked, shadow_skipped, shadow_s = self._rank_shadow(index, on_time)
         for s in triggers:
             target = s.coalesced_into
             if target is not None:
@@ -562,7 +615,45 @@ class Processor:
             coalesced=coalesced,
             ranking_s=ranking_s,
             oldest_age_ms=max(ages, default=0),
+            shadow_ranked=shadow_ranked,
+            shadow_skipped=shadow_skipped,
+            shadow_s=shadow_s,
         )
+
+    def _rank_shadow(self, index: CatalogIndex, steps: list[_Step]) -> tuple[int, int, float]:
+        """The shadow's lists for the events the serving model ranked (not the cheap path's:
+        a late event shows what the model would not have had time to compute). After the
+        serving model, and on the side: it changes nothing the serving model outputs.
+        Returns (ranked, skipped, seconds)."""
+        shadow = self.shadow
+        ranked = [s for s in steps if s.recommendation is not None]
+        if shadow is None or not ranked:
+            return 0, 0, 0.0
+        view = index.shadow
+        if view is None or view.encoder_tag != shadow.version:
+            return 0, len(ranked), 0.0  # its item vectors for this catalog are being built
+        started = time.perf_counter()
+        try:
+            recs = shadow.ranker.rank(
+                view,
+                [(_applied(s), s.event) for s in ranked],
+                [(s.related, s.excluded) for s in ranked],
+            )
+        except Exception:
+            held = self._shadow_logs.take(shadow.version)
+            if held is not None:
+                log.exception(
+                    "shadow model %s failed on a batch of %d; its lists are skipped "
+                    "(%d such lines held back)",
+                    shadow.version,
+                    len(ranked),
+                    held,
+                    extra={"model_version": shadow.version},
+                )
+            return 0, len(ranked), time.perf_counter() - started
+        for step, rec in zip(ranked, recs, strict=True):
+            step.shadow = rec
+        return len(ranked), 0, time.perf_counter() - started
 
     def _rank_with(
         self,
@@ -620,6 +711,7 @@ class Processor:
             rec = step.recommendation
             attribution: list[Output] = []
             positives, closed = self._attribute(step, user, key, now, attribution)
+            shadow_closed = self._attribute_shadow(step, now, attribution)
             if step.error is not None:
                 # The state change stands (a replay is deduplicated); only its ranking failed.
                 outputs += self.dead_letter(
@@ -683,9 +775,67 @@ class Processor:
                     positives=positives,
                     closed=closed,
                     next_due=due,
+                    shadow_closed=shadow_closed,
                 )
             )
         return outcomes
+
+    def _attribute_shadow(
+        self, step: _Step, now: int, outputs: list[Output]
+    ) -> tuple[ShadowClosed, ...]:
+        """The serving attribution's twin for the shadow's lists: the event closes or credits
+        the user's open shadow impressions, then the shadow's own list for it (if any) opens
+        one. A replayed record changes nothing here (the book is in memory, and a restart
+        forgets it). Returns the shadow impressions closed."""
+        shadow = self.shadow
+        if shadow is None or step.duplicate:
+            return ()
+        event, source = step.event, step.source
+        record_ms = source.timestamp_ms or event.event_time_ms
+        closed = shadow.book.on_event(event, record_ms)
+        rec = step.shadow
+        if rec is not None:
+            impression = Impression(
+                request_id=rec.event_id,
+                kind=rec.kind,
+                model_version=rec.model_version,
+                items=tuple(i.item_id for i in rec.items),
+                shown_ms=event.event_time_ms,
+                due_ms=record_ms + shadow.book.window_ms,
+                source=(source.partition, source.offset),
+            )
+            closed += shadow.book.on_shown(event.user_id, impression, source.partition)
+        self._emit_shadow(closed, now, outputs)
+        return closed
+
+    def _emit_shadow(self, closed: Sequence[ShadowClosed], now: int, outputs: list[Output]) -> None:
+        settings = self.settings
+        for user_id, imp in closed:
+            value = encode_shadow(
+                imp,
+                user_id,
+                events_topic=settings.topic_events,
+                window_s=settings.attribution_window_s,
+                emit_time_ms=now,
+            )
+            outputs.append(Output(ATTRIBUTION, user_id.encode("utf-8"), value))
+
+    def sweep_shadow(self, partition: int, up_to_ms: int) -> ShadowSweep:
+        """The sweeper's step for the shadow: its impressions on ``partition`` due by
+        ``up_to_ms`` (the partition's watermark) close."""
+        shadow = self.shadow
+        if shadow is None:
+            return ShadowSweep([], ())
+        closed = shadow.book.sweep(partition, up_to_ms)
+        outputs: list[Output] = []
+        self._emit_shadow(closed, self.clock(), outputs)
+        return ShadowSweep(outputs, closed)
+
+    def drop_shadow_partition(self, partition: int) -> None:
+        """A partition moved away: its users' open shadow impressions are forgotten."""
+        shadow = self.shadow
+        if shadow is not None:
+            shadow.book.drop_partition(partition)
 
     def _log_recommendation(self, step: _Step, rec: Recommendation) -> None:
         """Debug: which request (the recommendation's event_id) answered which event."""

@@ -192,6 +192,12 @@ class Settings:
         8, "Closed impressions kept per user, so a replay re-emits what it emitted."
     )
     quality_k: int = _field(10, "K of the live hit rate@K.")
+    shadow_max_users: int = _field(
+        200_000,
+        "Users whose open shadow-model impressions a worker keeps in memory (a shadow model is "
+        "announced on the model-updates topic); beyond it the least recent user's close as "
+        "evicted.",
+    )
     # Ranking.
     top_k: int = _field(10, "Items per recommendation.")
     exclude: str = _field(
@@ -329,6 +335,7 @@ class Settings:
             "posting_limit",
             "attribution_open",
             "quality_k",
+            "shadow_max_users",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")

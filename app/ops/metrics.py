@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from app.core.attribution import Impression, Positive
 from app.core.records import INPUT_RULES, DeadLetterError
-from app.ops.quality import Closed, LiveQuality, LiveQualityCollector
+from app.core.shadow import ShadowClosed
+from app.ops.quality import SHADOW, Closed, LiveQuality, LiveQualityCollector
 
 # End-to-end latency spans milliseconds (healthy) to minutes (a worker catching up).
 _LATENCY_BUCKETS = (
@@ -235,6 +236,29 @@ class Metrics:
             ["model_version"],
             registry=r,
         )
+        self.shadow_info = Gauge(
+            "liverank_shadow_model_info",
+            "The shadow model (scored beside the serving one, never served); value 1 on the "
+            "current shadow version, none while there is no shadow.",
+            ["model_version"],
+            registry=r,
+        )
+        self.shadow_events = Counter(
+            "liverank_shadow_events",
+            "Events the serving model ranked that the shadow model ranked too (ranked), or "
+            "could not (skipped: its item vectors for the catalog were being built, or it "
+            "failed).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("ranked", "skipped"):
+            self.shadow_events.labels(outcome)
+        self.shadow_scoring = Histogram(
+            "liverank_shadow_scoring_seconds",
+            "Time of the shadow model's ranking of one micro-batch (its cost to the worker).",
+            buckets=_SCORING_BUCKETS,
+            registry=r,
+        )
         self.catalog_items = Gauge(
             "liverank_catalog_items", "Active items in the in-memory catalog index.", registry=r
         )
@@ -302,3 +326,9 @@ class Metrics:
         for imp in closed:
             self.impressions_closed.labels(imp.model_version, imp.closed_reason or "window").inc()
             self.quality.add(Closed.of(imp), now_ms)
+
+    def shadow_closed(self, closed: Iterable[ShadowClosed]) -> None:
+        """Feed the shadow model's closed impressions to the live quality windows."""
+        now_ms = time.time_ns() // 1_000_000
+        for _, imp in closed:
+            self.quality.add(Closed.of(imp, SHADOW), now_ms)

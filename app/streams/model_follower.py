@@ -12,11 +12,11 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from app.core.catalog import Catalog
-from app.core.codec import DecodeError, decode_model_update
+from app.core.codec import SHADOW, DecodeError, ModelUpdate, decode_model_update, model_update_key
 from app.core.processor import Processor
 from app.core.ranking import model_vectorizer
 from app.core.records import DeadLetterError, Source
-from app.core.scoring.gate import ModelSlot
+from app.core.scoring.gate import ModelSlot, check_candidate
 from app.core.settings import Settings
 from app.kafka.kafka_config import reader_config
 from app.ops.metrics import Metrics
@@ -35,6 +35,12 @@ class ModelFollower:
     the new version, and the first micro-batch that sees that index ranks with the new model.
     So the switch is atomic between batches, and item vectors always come from the encoder of
     the model that ranks them. A rejected package leaves everything as it was.
+
+    An update with role ``shadow`` (key ``<name>:shadow``) passes the same gate and becomes the
+    processor's shadow: the catalog is encoded with its encoder too, and from the first batch
+    whose index carries those vectors it ranks every batch beside the serving model, which
+    serves (app.core.shadow). A tombstone on that key retires it; the same version announced
+    as serving promotes it (and ends the shadow).
     """
 
     def __init__(
@@ -72,7 +78,8 @@ class ModelFollower:
             for tp in partitions
         }
         self._consumer.assign(partitions)
-        latest: Message | None = None
+        # Compacted and keyed by name (and name:shadow): the last record of a key is its newest.
+        latest: dict[bytes, Message] = {}
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             positions = {
@@ -83,9 +90,11 @@ class ModelFollower:
                 break
             for msg in self._consumer.consume(100, timeout=0.5):
                 if msg.error() is None:
-                    latest = msg  # compacted and keyed by name: the last one is the newest
-        if latest is not None:
-            self._apply(latest, wait_for_index=False)
+                    latest[msg.key() or b""] = msg
+        # The serving model first: a shadow is checked against the family that serves.
+        shadows = [m for k, m in latest.items() if k.endswith(b":" + SHADOW.encode())]
+        for msg in [m for m in latest.values() if m not in shadows] + shadows:
+            self._apply(msg, wait_for_index=False)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="liverank-models", daemon=True)
@@ -115,11 +124,21 @@ class ModelFollower:
 
     def _apply(self, msg: Message, *, wait_for_index: bool) -> None:
         source = Source(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key())
+        if msg.value() is None:
+            # A tombstone: on a shadow key it retires that shadow; the serving model is only
+            # ever replaced by another version, never removed.
+            key = msg.key() or b""
+            if key == model_update_key(self.slot.current.spec.name, SHADOW):
+                self._retire_shadow("retired (tombstone on the model-updates topic)")
+            return
         try:
             update = decode_model_update(msg.value())
         except DecodeError as exc:
             self.metrics.model_reloads.labels("invalid").inc()
             self.dead_letter(exc.error, f"model update: {exc.reason}", source, msg.value() or b"")
+            return
+        if update.role == SHADOW:
+            self._apply_shadow(update, wait_for_index=wait_for_index)
             return
         serving = self.slot.current.spec
         if update.name != serving.name:
@@ -140,6 +159,9 @@ class ModelFollower:
             self.metrics.model_reloads.labels("rejected").inc()
             return
         model = self.slot.current
+        shadow = self.processor.shadow
+        if shadow is not None and shadow.version == model.spec.version:
+            self._retire_shadow(f"promoted: {model.spec.version} now serves")
         self.processor.add_model(model.spec, model.ranker)
         self.catalog.set_vectorizer(model_vectorizer(model.encoder, model.spec), model.spec.version)
         self.metrics.model_reloads.labels("accepted").inc()
@@ -148,6 +170,61 @@ class ModelFollower:
         else:
             self.catalog.publish()  # at start-up: nothing serves yet, build it here
             self._serving(model.spec.version, serving.version)
+
+    def _apply_shadow(self, update: ModelUpdate, *, wait_for_index: bool) -> None:
+        """Check a shadow candidate with the serving model's gate, then score with it beside
+        the serving model (its lists are attributed, never served)."""
+        serving = self.slot.current.spec
+        if update.name != serving.name:
+            log.info("shadow %r ignored: this worker serves %r", update.name, serving.name)
+            return
+        current = self.processor.shadow
+        if update.version == serving.version or (
+            current is not None and current.version == update.version
+        ):
+            return  # serving already, or the shadow already
+        settings = self.settings
+        try:
+            model = check_candidate(
+                Path(update.path),
+                variant=settings.model_variant,
+                threads=settings.onnx_threads,
+                device=settings.model_device,
+                serving=serving,
+            )
+        except Exception as exc:  # anything a bad package raises, as for a serving candidate
+            self.metrics.model_reloads.labels("rejected").inc()
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+            log.warning(
+                "shadow model %s rejected: %s",
+                update.version,
+                reason,
+                extra={"model_version": update.version, "model_path": update.path},
+            )
+            return
+        self.processor.set_shadow(model.spec, model.ranker)
+        self.catalog.set_shadow(model_vectorizer(model.encoder, model.spec), model.spec.version)
+        if not wait_for_index:
+            self.catalog.publish()  # at start-up: nothing serves yet, build it here
+        if current is not None:
+            self.metrics.shadow_info.remove(current.version)
+        self.metrics.shadow_info.labels(model.spec.version).set(1)
+        log.info(
+            "shadow model %s loaded from %s: scored beside %s, not served",
+            model.spec.version,
+            update.path,
+            serving.version,
+            extra={"model_version": model.spec.version, "serving_version": serving.version},
+        )
+
+    def _retire_shadow(self, why: str) -> None:
+        shadow = self.processor.shadow
+        if shadow is None:
+            return
+        self.processor.clear_shadow()
+        self.catalog.set_shadow(None)
+        self.metrics.shadow_info.remove(shadow.version)
+        log.info("shadow model %s %s", shadow.version, why)
 
     def _wait_until_serving(self, version: str, previous: str) -> None:
         """The catalog follower re-encodes; the switch is done when its index carries the new

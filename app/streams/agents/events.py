@@ -151,6 +151,8 @@ def register(
                 metrics.forgotten.inc()
             if outcome.positives or outcome.closed:
                 metrics.attributed(outcome.positives, outcome.closed)
+            if outcome.shadow_closed:
+                metrics.shadow_closed(outcome.shadow_closed)
             rec = outcome.recommendation
             if rec is not None:
                 metrics.recommendations.labels(rec.kind).inc()
@@ -161,6 +163,11 @@ def register(
         if result.ranked:
             metrics.model_batch_size.observe(result.ranked)
             metrics.scoring.observe(result.ranking_s)
+        if result.shadow_ranked:
+            metrics.shadow_events.labels("ranked").inc(result.shadow_ranked)
+            metrics.shadow_scoring.observe(result.shadow_s)
+        if result.shadow_skipped:
+            metrics.shadow_events.labels("skipped").inc(result.shadow_skipped)
         metrics.degraded.inc(result.degraded)
         metrics.coalesced.inc(result.coalesced)
         metrics.behind.set(result.oldest_age_ms / 1000.0)

@@ -93,8 +93,21 @@ def register(app: faust.App, runtime: Runtime, table: TableT[bytes, bytes]) -> N
                 continue  # the events path resets unreadable states
             due.set(partition, state.user_id, next_due(state.impressions))
 
+    def sweep_shadow(partition: int, up_to: int) -> None:
+        # The shadow's impressions live in memory, not in the table: nothing to store, and a
+        # record lost here only loses a would-be measurement (it is counted in the metrics).
+        swept = processor.sweep_shadow(partition, up_to)
+        if not swept.closed:
+            return
+        try:
+            outputs.produce(swept.outputs)
+        except ProducerFailed:
+            return
+        metrics.shadow_closed(swept.closed)
+
     def sweep_partition(partition: int, marker: PartitionMarker) -> None:
         up_to = watermarks.limit(partition)
+        sweep_shadow(partition, up_to)
         users = due.pop_due(partition, up_to, SWEEP_LIMIT)
         if not users:
             return
@@ -135,6 +148,7 @@ def register(app: faust.App, runtime: Runtime, table: TableT[bytes, bytes]) -> N
             scans.pop(partition, None)
             indexed.discard(partition)
             due.drop(partition)
+            processor.drop_shadow_partition(partition)
         for partition in sorted(owned):
             marker = markers.setdefault(partition, PartitionMarker(topic, partition))
             with writing_for(marker):
