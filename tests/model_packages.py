@@ -79,3 +79,12 @@ def nan_scores(package: Path, variant_file: str = "ranker.onnx") -> None:
     """Scores times NaN: loads, passes the contract and the zero-input warm-up."""
     mul = onnx.helper.make_node("Mul", ["raw", "nan"], ["scores"])
     edit_onnx(package, variant_file, after("scores", mul, constants={"nan": float("nan")}))
+
+
+def negated_scores(package: Path) -> None:
+    """Every ranker variant's scores turned around: a model that passes every check and ranks
+    the serving model's best candidates last (a shadow known to be worse)."""
+    manifest = manifest_of(package)
+    for name in manifest["files"]["ranker"].values():
+        neg = onnx.helper.make_node("Neg", ["raw"], ["scores"])
+        edit_onnx(package, name, after("scores", neg))

@@ -128,7 +128,9 @@ def test_positives_negatives_windows_and_live_quality(
 
     # Live quality over the impressions closed so far (c's late click opened another one).
     def live(name: str) -> float:
-        return worker.metric(f'{name}{{model_version="{model_version}",window="300s"}}')
+        return worker.metric(
+            f'{name}{{model_version="{model_version}",role="serving",window="300s"}}'
+        )
 
     deadline = time.monotonic() + 30
     while live("liverank_live_impressions") < 3 and time.monotonic() < deadline:
@@ -162,13 +164,20 @@ def test_positives_negatives_windows_and_live_quality(
             check=True,
         ).stdout
         impressions, hit_rate = live("liverank_live_impressions"), live("liverank_live_hit_rate")
-        ctr = live("liverank_live_ctr")
+        ctr, ndcg = live("liverank_live_ctr"), live("liverank_live_ndcg")
         if (impressions, hit_rate) == before:
             break
     print(shown)
     row = next(line for line in shown.splitlines() if line.startswith(f"| {model_version} |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1:] == ["300 s", f"{impressions:.0f}", f"{hit_rate:.3f}", f"{ctr:.4f}"]
+    assert cells[1:] == [
+        "serving",
+        "300 s",
+        f"{impressions:.0f}",
+        f"{hit_rate:.3f}",
+        f"{ndcg:.3f}",
+        f"{ctr:.4f}",
+    ]
 
 
 def test_a_window_that_ends_while_the_worker_is_down_closes_after_the_restart(
