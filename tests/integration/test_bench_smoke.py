@@ -1,6 +1,6 @@
-"""``scripts/bench --smoke --two-processes`` against the session's broker: every system (the
-worker, the worker with two processes, the like-for-like naive loop, Quix Streams, the plain
-naive loop, the pipe) starts, takes a tiny
+"""``scripts/bench --smoke --two-processes --shadow`` against the session's broker: every system
+(the worker, the worker with two processes, the worker with a shadow model, the like-for-like
+naive loop, Quix Streams, the plain naive loop, the pipe) starts, takes a tiny
 load and is measured, and the report is written, so the shipped benchmark cannot break
 unnoticed (issue 14: it did not run at HEAD and nothing caught it). Its figures are not
 checked: they depend on the machine. The first run makes .venv-quix (about a minute)."""
@@ -23,7 +23,14 @@ def test_the_benchmark_runs_every_system(bootstrap: str, tmp_path: Path) -> None
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVERANK_")}
     env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
     done = subprocess.run(
-        [str(ROOT / "scripts" / "bench"), "--smoke", "--two-processes", "--out", str(tmp_path)],
+        [
+            str(ROOT / "scripts" / "bench"),
+            "--smoke",
+            "--two-processes",
+            "--shadow",
+            "--out",
+            str(tmp_path),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -38,6 +45,7 @@ def test_the_benchmark_runs_every_system(bootstrap: str, tmp_path: Path) -> None
         "pipe",
         "liverank",
         "liverank-2p",
+        "liverank-shadow",
         "naive-full",
         "quix",
         "naive",
@@ -45,6 +53,10 @@ def test_the_benchmark_runs_every_system(bootstrap: str, tmp_path: Path) -> None
     # The two-process worker is measured as its whole process tree: a supervisor and two
     # workers, each with the model and the catalog, hold more memory than one worker.
     assert systems["liverank-2p"]["rss_ready_mib"] > systems["liverank"]["rss_ready_mib"]
+    # The shadow system really ranked with its shadow model: its cost is what it measures.
+    shadow = systems["liverank-shadow"]["shadow_events"]
+    assert shadow is not None and shadow["loaded"] == 1 and shadow["ranked"] > 0, shadow
+    assert systems["liverank"]["shadow_events"] is None
     for system in results["systems"]:
         assert system["error"] is None, system
         assert {s["step"] for s in system["steps"]} == {"max", "50"}, system

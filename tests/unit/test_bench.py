@@ -513,6 +513,31 @@ def test_two_processes_are_compared_with_one() -> None:
     assert "two worker processes against one, max events/s (1,000,000 items)" not in targets
 
 
+def test_a_worker_with_a_shadow_is_compared_with_one_without() -> None:
+    results = _results()
+    results.systems.append(
+        SystemResult(
+            "liverank-shadow",
+            10_000,
+            6.0,
+            300.0,
+            400.0,
+            "fp32",
+            [
+                _step("liverank-shadow", 10_000, MAX, 4000.0, None),
+                _step("liverank-shadow", 10_000, MAX, 3000.0, None, repeat=1),
+            ],
+            shadow_events={"loaded": 1.0, "ranked": 123.0, "skipped": 4.0},
+        )
+    )
+    targets = {t.name: t for t in evaluate_targets(results)}
+    cost = targets["a worker with a shadow model against one without, max events/s (10,000 items)"]
+    # The medians: 3500 against 6000.
+    assert cost.passed is None and cost.measured.startswith("0.58x")
+    text = render_markdown(results)
+    assert "liverank (with a shadow)" in text
+
+
 def test_markdown_has_a_row_per_level_and_marks_misses() -> None:
     results = _results()
     results.targets = evaluate_targets(results)
@@ -570,3 +595,5 @@ def test_quick_runs_every_system_at_the_targets_rates_twice(tmp_path: Path) -> N
     assert "quix" not in skipped.systems and skipped.repeats == 4
     two = build_config(_parser().parse_args(["--quick", "--two-processes"]), tmp_path)
     assert two.systems[:2] == ("liverank", "liverank-2p")
+    shadowed = build_config(_parser().parse_args(["--quick", "--shadow"]), tmp_path)
+    assert shadowed.systems[:2] == ("liverank", "liverank-shadow")

@@ -22,6 +22,7 @@ from app.dev.bench.systems import (
     ROOT,
     WORKER,
     WORKER_2P,
+    WORKER_SHADOW,
     apply_env,
     parse_env_pairs,
 )
@@ -116,6 +117,13 @@ def _parser() -> argparse.ArgumentParser:
         help="also a worker with PROCESSES=2 (liverank-2p): the scaling from one process to two",
     )
     p.add_argument(
+        "--shadow",
+        action="store_true",
+        help="also a worker with a shadow model (liverank-shadow): the serving package under "
+        "another version, announced as shadow, so every batch is ranked twice: what shadow "
+        "scoring costs",
+    )
+    p.add_argument(
         "--naive-catalogs", help="catalog sizes the naive baseline runs on (default: all)"
     )
     p.add_argument(
@@ -163,6 +171,7 @@ def build_config(args: argparse.Namespace, work_dir: Path) -> BenchConfig:
     skips = (
         (WORKER, args.skip_worker),
         (WORKER_2P, not args.two_processes),
+        (WORKER_SHADOW, not args.shadow),
         (NAIVE_FULL, args.skip_naive_full),
         (QUIX, args.skip_quix),
         (NAIVE, args.skip_naive),

@@ -9,7 +9,15 @@ from pathlib import Path
 
 from app.dev.bench.results import FIXED, MAX, BenchResults, LevelSummary, StepResult, Target
 from app.dev.bench.stats import Spread
-from app.dev.bench.systems import NAIVE, NAIVE_FULL, QUIX, WORKER, WORKER_2P, label_of
+from app.dev.bench.systems import (
+    NAIVE,
+    NAIVE_FULL,
+    QUIX,
+    WORKER,
+    WORKER_2P,
+    WORKER_SHADOW,
+    label_of,
+)
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -115,6 +123,18 @@ def evaluate_targets(results: BenchResults) -> list[Target]:
                     None,
                 )
             )
+    for items in sizes:
+        one, _ = _median_max(results, WORKER, items)
+        shadowed, shadowed_text = _median_max(results, WORKER_SHADOW, items)
+        if one and shadowed is not None:
+            targets.append(
+                Target(
+                    f"a worker with a shadow model against one without, max events/s "
+                    f"({items:,} items)",
+                    f"{shadowed / one:.2f}x ({shadowed_text} vs {_rate(one)} events/s)",
+                    None,
+                )
+            )
     if len(sizes) >= 2:
         small, _ = _median_max(results, WORKER, sizes[0])
         large, _ = _median_max(results, WORKER, sizes[-1])
@@ -196,6 +216,13 @@ TWO_PROCESSES_TEXT = (
 )
 
 
+SHADOW_TEXT = (
+    " `liverank (with a shadow)` the same worker with a shadow model announced on its "
+    "model-updates topic (the serving package under another version): every batch the model "
+    "ranks is ranked a second time, and the shadow's lists are attributed in memory."
+)
+
+
 def render_markdown(results: BenchResults) -> str:
     """The report: the run's setting, one row per system and load level (median and spread
     over the rounds), every run, start-up and targets."""
@@ -212,7 +239,8 @@ def render_markdown(results: BenchResults) -> str:
         f"{' (--quick)' if cfg.get('quick') else ''}.",
         "",
         SYSTEMS_TEXT
-        + (TWO_PROCESSES_TEXT if any(s.system == WORKER_2P for s in results.systems) else ""),
+        + (TWO_PROCESSES_TEXT if any(s.system == WORKER_2P for s in results.systems) else "")
+        + (SHADOW_TEXT if any(s.system == WORKER_SHADOW for s in results.systems) else ""),
         "",
         "Latency: broker append time of the output record (LogAppendTime) minus the event's "
         "event_time, which the open-loop generator sets to the event's scheduled send time "

@@ -115,6 +115,9 @@ class SystemResult:
     skipped_rates: list[float] = field(default_factory=list)
     log_path: str = ""
     error: str | None = None
+    # A worker with a shadow model: events the shadow ranked and skipped over the whole run
+    # (its liverank_shadow_events_total), read before it stopped.
+    shadow_events: dict[str, float] | None = None
 
     @property
     def max_eps(self) -> float | None:

@@ -34,6 +34,7 @@ from app.dev.bench.results import (
     StepResult,
     SystemResult,
 )
+from app.dev.bench.shadow import announce_shadow, shadow_events
 from app.dev.bench.stats import (
     CounterSample,
     LatencySummary,
@@ -50,6 +51,7 @@ from app.dev.bench.systems import (
     SYSTEMS,
     WORKER,
     WORKER_2P,
+    WORKER_SHADOW,
     WORKERS,
     AttachedProcess,
     ChildProcess,
@@ -275,7 +277,8 @@ class Running:
         return system_label(self.system, self.items)
 
     def result(self) -> SystemResult:
-        final = procstat.sample_tree(self.process.pid) if self.process.alive() else None
+        alive = self.process.alive()
+        final = procstat.sample_tree(self.process.pid) if alive else None
         peaks = [s.peak_rss_mib for s in self.steps if s.peak_rss_mib is not None]
         peak = final.peak_rss_bytes / MIB if final else max(peaks, default=None)
         return SystemResult(
@@ -289,6 +292,9 @@ class Running:
             skipped_rates=sorted(self.skipped),
             log_path=str(self.process.log_path),
             error=self.error,
+            shadow_events=(
+                shadow_events(self.settings) if alive and self.system == WORKER_SHADOW else None
+            ),
         )
 
 
@@ -486,6 +492,13 @@ class Bench:
             if system.error:
                 reason = system.error.splitlines()[0]
                 notes.append(f"{label} failed: {reason} (log: {system.log_path})")
+            if system.shadow_events is not None:
+                ranked = system.shadow_events.get("ranked", 0.0)
+                skipped = system.shadow_events.get("skipped", 0.0)
+                notes.append(
+                    f"{label}: the shadow model ranked {ranked:,.0f} events and skipped "
+                    f"{skipped:,.0f} over the run (liverank_shadow_events_total)"
+                )
             for step in system.steps:
                 where = f"{label}, {step.step} (round {step.repeat + 1})"
                 if not step.drained:
@@ -628,6 +641,9 @@ class Bench:
                 run.ready_s = process.wait_ready(cfg.start_timeout_s, say)
             else:
                 run.ready_s = process.start(cfg.start_timeout_s, say)
+            if run.system == WORKER_SHADOW:
+                version = announce_shadow(settings, run.workdir)
+                say(f"{run.label}: shadow model {version} loaded")
             at_ready = procstat.sample_tree(process.pid)
             run.rss_ready_mib = at_ready.rss_bytes / MIB if at_ready else None
             if run.system in WORKERS:

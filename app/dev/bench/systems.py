@@ -26,14 +26,18 @@ WORKER = "liverank"
 # The same worker with PROCESSES=2 (app/streams/supervisor.py): the scaling from one process
 # to two, opt-in (--two-processes).
 WORKER_2P = "liverank-2p"
+# The same worker scoring every batch with a shadow model too (app/core/shadow.py): what shadow
+# scoring costs, opt-in (--shadow).
+WORKER_SHADOW = "liverank-shadow"
 NAIVE_FULL = "naive-full"  # a per-event loop doing the worker's own work (app.dev.bench.naive_full)
 QUIX = "quix"  # the worker's own work in a Quix Streams application (app.dev.bench.quix_app)
 NAIVE = "naive"  # the plain per-event loop (app.dev.bench.naive): less work than the worker's
 PIPE = "pipe"
-SYSTEMS = (WORKER, WORKER_2P, NAIVE_FULL, QUIX, NAIVE, PIPE)
-WORKERS = (WORKER, WORKER_2P)
+SYSTEMS = (WORKER, WORKER_2P, WORKER_SHADOW, NAIVE_FULL, QUIX, NAIVE, PIPE)
+WORKERS = (WORKER, WORKER_2P, WORKER_SHADOW)
 LABELS = {
     WORKER_2P: "liverank (2 processes)",
+    WORKER_SHADOW: "liverank (with a shadow)",
     NAIVE_FULL: "naive-full (like-for-like)",
     NAIVE: "naive (plain)",
 }
