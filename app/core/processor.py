@@ -589,7 +589,11 @@ class Processor:
         self._rank_with(index, on_time, self.ranker.rank)
         self._rank_with(index, late, self.ranker.rank_cheap)
         ranking_s = time.perf_counter() - started
-        shadow_ranked, shadow_skipped, shadow_s = self._rank_shadow(index, on_time)
+        # Serving first: while records are late (the cheap path answers them) the shadow waits.
+        if late:
+            shadow_ranked, shadow_skipped, shadow_s = 0, self._shadow_missed(on_time), 0.0
+        else:
+            shadow_ranked, shadow_skipped, shadow_s = self._rank_shadow(index, on_time)
         for s in triggers:
             target = s.coalesced_into
             if target is not None:
@@ -619,6 +623,11 @@ class Processor:
             shadow_skipped=shadow_skipped,
             shadow_s=shadow_s,
         )
+
+    def _shadow_missed(self, steps: list[_Step]) -> int:
+        if self.shadow is None:
+            return 0
+        return sum(1 for s in steps if s.recommendation is not None)
 
     def _rank_shadow(self, index: CatalogIndex, steps: list[_Step]) -> tuple[int, int, float]:
         """The shadow's lists for the events the serving model ranked (not the cheap path's:

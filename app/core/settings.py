@@ -195,8 +195,8 @@ class Settings:
     shadow_max_users: int = _field(
         200_000,
         "Users whose open shadow-model impressions a worker keeps in memory (a shadow model is "
-        "announced on the model-updates topic); beyond it the least recent user's close as "
-        "evicted.",
+        "announced on the model-updates topic); beyond it the least recent user's are "
+        "forgotten, uncounted.",
     )
     # Ranking.
     top_k: int = _field(10, "Items per recommendation.")

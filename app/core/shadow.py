@@ -11,8 +11,9 @@ measured on the same users at the same moments.
 Unlike served impressions, these are kept in memory, not in the user's state: the serving
 model's state and outputs do not change when a shadow runs. A restarted worker, or one that
 loses a partition, forgets the open shadow impressions of those users (they are neither hits
-nor misses: they are never counted). ``max_users`` bounds the memory; beyond it the user not
-seen for the longest has their open impressions closed as evicted.
+nor misses: they are never counted). ``max_users`` bounds the memory; beyond it the open
+impressions of the user shown a list least recently are forgotten the same way (``forgotten``
+counts those users).
 
 Pure bookkeeping, no I/O: impressions in, closed impressions out.
 """
@@ -23,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from app.core.attribution import CLOSED_BY_EVICTION, Impression, on_event, on_shown, on_sweep
+from app.core.attribution import Impression, on_event, on_shown, on_sweep
 from app.core.records import Event
 
 
@@ -61,6 +62,7 @@ class ShadowBook:
     window_ms: int
     open_limit: int
     max_users: int
+    forgotten: int = 0  # users whose open impressions were forgotten for room (max_users)
     _open: dict[str, _Open] = field(default_factory=dict)
     _due: dict[int, deque[tuple[int, str]]] = field(default_factory=dict)
 
@@ -85,7 +87,9 @@ class ShadowBook:
         self, user_id: str, impression: Impression, partition: int
     ) -> tuple[ShadowClosed, ...]:
         """A would-be list for ``user_id``; returns the impressions it closed (the user's
-        oldest beyond ``open_limit``, and the least recent user's beyond ``max_users``)."""
+        oldest beyond ``open_limit``, as for served impressions). Beyond ``max_users`` the
+        least recent user's open impressions are forgotten, uncounted: no served impression
+        closes early for that reason, so counting them would bias the comparison."""
         entry = self._open.pop(user_id, None)  # re-inserted last: the most recent user
         opened = on_shown(
             entry.impressions if entry is not None else (),
@@ -96,22 +100,10 @@ class ShadowBook:
         )
         self._open[user_id] = _Open(partition, opened.open)
         self._due.setdefault(partition, deque()).append((impression.due_ms, user_id))
-        closed = tuple(ShadowClosed(user_id, i) for i in opened.newly_closed)
         while len(self._open) > self.max_users:
-            oldest = next(iter(self._open))
-            gone = self._open.pop(oldest)
-            closed += tuple(
-                ShadowClosed(
-                    oldest,
-                    i._replace(
-                        closed_reason=CLOSED_BY_EVICTION,
-                        closed_ms=impression.shown_ms,
-                        closed_by=impression.request_id,
-                    ),
-                )
-                for i in gone.impressions
-            )
-        return closed
+            del self._open[next(iter(self._open))]
+            self.forgotten += 1
+        return tuple(ShadowClosed(user_id, i) for i in opened.newly_closed)
 
     def sweep(self, partition: int, up_to_ms: int) -> tuple[ShadowClosed, ...]:
         """Close the impressions of ``partition`` due by ``up_to_ms`` (its watermark, the clock

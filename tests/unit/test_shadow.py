@@ -271,8 +271,9 @@ def test_the_book_bounds_its_users_and_forgets_a_partition(
 
     assert book.on_shown("u1", shown("r1", 0), partition=0) == ()
     assert book.on_shown("u2", shown("r2", 1), partition=1) == ()
-    evicted = book.on_shown("u3", shown("r3", 2), partition=0)  # u1 is the least recent
-    assert [(u, i.request_id, i.closed_reason) for u, i in evicted] == [("u1", "r1", "evicted")]
+    # u1 is the least recent: forgotten, not closed (no served impression closes for room).
+    assert book.on_shown("u3", shown("r3", 2), partition=0) == ()
+    assert (book.users, book.forgotten) == (2, 1)
     # A user's own open impressions beyond open_limit close as served ones do.
     book.on_shown("u3", shown("r4", 3), partition=0)
     closed = book.on_shown("u3", shown("r5", 4), partition=0)
@@ -322,3 +323,32 @@ def test_the_quality_report_shows_the_shadow_beside_the_serving_model() -> None:
 
 def test_settings_name_the_shadow_bound(tmp_path: Path) -> None:
     assert Settings(data_dir=tmp_path).shadow_max_users == 200_000
+
+
+def test_the_shadow_waits_while_the_worker_is_behind(
+    catalog: Catalog, model: LoadedModel, settings: Settings
+) -> None:
+    behind = dataclasses.replace(settings, deadline_ms=100)
+    processor, scorer = with_shadow(catalog, model, behind, "1.1.0-twin", negate=False)
+    shop = Shop(processor, "jazz-0")
+    late_value, late_source = shop.event("u1", EventType.CLICK, "jazz-0")
+    fresh_value, fresh_source = shop.event("u2", EventType.CLICK, "jazz-3")
+    records = [
+        (late_value, dataclasses.replace(late_source, timestamp_ms=CLOCK_MS - 60_000)),
+        (fresh_value, dataclasses.replace(fresh_source, timestamp_ms=CLOCK_MS)),
+    ]
+    result = processor.handle_batch(records, shop.store.get)
+    # The late record got the cheap path, the fresh one the model; the shadow left the batch.
+    assert (result.ranked, result.degraded) == (1, 1)
+    assert (result.shadow_ranked, result.shadow_skipped, scorer.calls) == (0, 1, 0)
+    # Caught up: the next batch is ranked by both.
+    value, source = shop.event("u3", EventType.CLICK, "jazz-6")
+    result = processor.handle_batch(
+        [(value, dataclasses.replace(source, timestamp_ms=CLOCK_MS))], shop.store.get
+    )
+    assert (result.ranked, result.shadow_ranked, result.shadow_skipped, scorer.calls) == (
+        1,
+        1,
+        0,
+        1,
+    )
