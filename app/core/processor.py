@@ -139,8 +139,6 @@ class Outcome:
     # With ``state``: when the user's first open impression is due (record time), for the
     # sweeper's index; None when none is open.
     next_due: int | None = None
-    # Shadow impressions (app.core.shadow) closed by this record, for the live metrics.
-    shadow_closed: tuple[ShadowClosed, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,11 +154,9 @@ class BatchResult:
     coalesced: int = 0
     ranking_s: float = 0.0
     oldest_age_ms: int = 0
-    # The shadow model: events it ranked, events it could not (its vectors not built yet for
-    # this catalog, or its model failed), and the time it took.
-    shadow_ranked: int = 0
-    shadow_skipped: int = 0
-    shadow_s: float = 0.0
+    # The shadow model's share of the batch, for :meth:`Processor.shadow_batch` once the
+    # serving outputs are on their way (None: no shadow).
+    shadow: ShadowWork | None = None
 
 
 @dataclass(slots=True)
@@ -208,11 +204,28 @@ class Shadow:
 
 
 @dataclass(frozen=True, slots=True)
-class ShadowSweep:
-    """Shadow impressions a sweep closed, and their attribution records."""
+class ShadowWork:
+    """A batch's steps as the shadow needs them: all, in record order (each can close or credit
+    a shadow impression), and the ones it should rank (``late``: none, the worker is behind)."""
+
+    shadow: Shadow
+    index: CatalogIndex
+    steps: list[_Step]
+    to_rank: list[_Step]
+    late: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowResult:
+    """What the shadow did with a batch (or a sweep): the shadow impressions closed and their
+    attribution records; events it ranked, events it could not (its item vectors for this
+    catalog not built yet, the worker behind, or its model failed), and the time it took."""
 
     outputs: list[Output]
     closed: tuple[ShadowClosed, ...]
+    ranked: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
 
 
 @dataclass(slots=True)
@@ -464,8 +477,29 @@ class Processor:
                         decoded,
                     )
                 )
-        result = self._rank(index, [s for s in steps if isinstance(s, _Step) and s.trigger])
-        return dataclasses.replace(result, outcomes=self._outcomes(steps, users))
+        triggers = [s for s in steps if isinstance(s, _Step) and s.trigger]
+        result = self._rank(index, triggers)
+        shadow = self.shadow
+        work = None
+        if shadow is not None:
+            # What the serving model ranked itself (not the cheap path's lists, nor a copy
+            # of a later event's ranking), for the shadow to rank the same events.
+            model_ranked = [
+                s
+                for s in triggers
+                if s.recommendation is not None
+                and not s.recommendation.degraded
+                and s.recommendation.coalesced_into is None
+                and not s.duplicate
+            ]
+            work = ShadowWork(
+                shadow,
+                index,
+                [s for s in steps if isinstance(s, _Step)],
+                model_ranked,
+                late=result.degraded > 0,
+            )
+        return dataclasses.replace(result, outcomes=self._outcomes(steps, users), shadow=work)
 
     def _apply(
         self,
@@ -589,11 +623,6 @@ class Processor:
         self._rank_with(index, on_time, self.ranker.rank)
         self._rank_with(index, late, self.ranker.rank_cheap)
         ranking_s = time.perf_counter() - started
-        # Serving first: while records are late (the cheap path answers them) the shadow waits.
-        if late:
-            shadow_ranked, shadow_skipped, shadow_s = 0, self._shadow_missed(on_time), 0.0
-        else:
-            shadow_ranked, shadow_skipped, shadow_s = self._rank_shadow(index, on_time)
         for s in triggers:
             target = s.coalesced_into
             if target is not None:
@@ -619,28 +648,32 @@ class Processor:
             coalesced=coalesced,
             ranking_s=ranking_s,
             oldest_age_ms=max(ages, default=0),
-            shadow_ranked=shadow_ranked,
-            shadow_skipped=shadow_skipped,
-            shadow_s=shadow_s,
         )
 
-    def _shadow_missed(self, steps: list[_Step]) -> int:
-        if self.shadow is None:
-            return 0
-        return sum(1 for s in steps if s.recommendation is not None)
+    def shadow_batch(self, work: ShadowWork | None) -> ShadowResult:
+        """The shadow's part of a batch, run once its serving outputs are handed over (so the
+        shadow never delays what users receive): it ranks the events the serving model ranked
+        (not the cheap path's: nor while any record of the batch is late, serving first), then
+        attributes the batch's events, in record order, to its open impressions and opens one
+        per list. It changes nothing the serving model outputs or stores."""
+        if work is None:
+            return ShadowResult([], ())
+        ranked, skipped, seconds = self._rank_shadow(work)
+        outputs: list[Output] = []
+        closed: tuple[ShadowClosed, ...] = ()
+        now = self.clock()
+        for step in work.steps:
+            closed += self._attribute_shadow(work.shadow, step, now, outputs)
+        return ShadowResult(outputs, closed, ranked, skipped, seconds)
 
-    def _rank_shadow(self, index: CatalogIndex, steps: list[_Step]) -> tuple[int, int, float]:
-        """The shadow's lists for the events the serving model ranked (not the cheap path's:
-        a late event shows what the model would not have had time to compute). After the
-        serving model, and on the side: it changes nothing the serving model outputs.
-        Returns (ranked, skipped, seconds)."""
-        shadow = self.shadow
-        ranked = [s for s in steps if s.recommendation is not None]
-        if shadow is None or not ranked:
+    def _rank_shadow(self, work: ShadowWork) -> tuple[int, int, float]:
+        """The shadow's lists, set on the steps; returns (ranked, skipped, seconds)."""
+        shadow, ranked = work.shadow, work.to_rank
+        if not ranked:
             return 0, 0, 0.0
-        view = index.shadow
-        if view is None or view.encoder_tag != shadow.version:
-            return 0, len(ranked), 0.0  # its item vectors for this catalog are being built
+        view = work.index.shadow
+        if work.late or view is None or view.encoder_tag != shadow.version:
+            return 0, len(ranked), 0.0  # behind, or its item vectors are being built
         started = time.perf_counter()
         try:
             recs = shadow.ranker.rank(
@@ -720,7 +753,6 @@ class Processor:
             rec = step.recommendation
             attribution: list[Output] = []
             positives, closed = self._attribute(step, user, key, now, attribution)
-            shadow_closed = self._attribute_shadow(step, now, attribution)
             if step.error is not None:
                 # The state change stands (a replay is deduplicated); only its ranking failed.
                 outputs += self.dead_letter(
@@ -784,20 +816,18 @@ class Processor:
                     positives=positives,
                     closed=closed,
                     next_due=due,
-                    shadow_closed=shadow_closed,
                 )
             )
         return outcomes
 
     def _attribute_shadow(
-        self, step: _Step, now: int, outputs: list[Output]
+        self, shadow: Shadow, step: _Step, now: int, outputs: list[Output]
     ) -> tuple[ShadowClosed, ...]:
         """The serving attribution's twin for the shadow's lists: the event closes or credits
         the user's open shadow impressions, then the shadow's own list for it (if any) opens
         one. A replayed record changes nothing here (the book is in memory, and a restart
         forgets it). Returns the shadow impressions closed."""
-        shadow = self.shadow
-        if shadow is None or step.duplicate:
+        if step.duplicate or step.state is None:
             return ()
         event, source = step.event, step.source
         record_ms = source.timestamp_ms or event.event_time_ms
@@ -829,16 +859,16 @@ class Processor:
             )
             outputs.append(Output(ATTRIBUTION, user_id.encode("utf-8"), value))
 
-    def sweep_shadow(self, partition: int, up_to_ms: int) -> ShadowSweep:
+    def sweep_shadow(self, partition: int, up_to_ms: int) -> ShadowResult:
         """The sweeper's step for the shadow: its impressions on ``partition`` due by
         ``up_to_ms`` (the partition's watermark) close."""
         shadow = self.shadow
         if shadow is None:
-            return ShadowSweep([], ())
+            return ShadowResult([], ())
         closed = shadow.book.sweep(partition, up_to_ms)
         outputs: list[Output] = []
         self._emit_shadow(closed, self.clock(), outputs)
-        return ShadowSweep(outputs, closed)
+        return ShadowResult(outputs, closed)
 
     def drop_shadow_partition(self, partition: int) -> None:
         """A partition moved away: its users' open shadow impressions are forgotten."""

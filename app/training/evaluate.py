@@ -9,12 +9,15 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from app.core.cooccurrence import RECENT_WEIGHTS, Cooccurrence
 from app.core.exclusions import excluded
 from app.core.state import StateLimits
 from app.training.sequences import Split
 
 # The interactions a user's state keeps (HISTORY_SIZE's default): the worker excludes them.
 KEPT_HISTORY = StateLimits().history_size
+# ``kept`` for the literature's protocol: every item of the history filtered, however long.
+ALL_SEEN = 1 << 62
 
 # users (the data's user indices) and their input histories -> scores of shape
 # (len(users), n_items + 1); column 0 is the padding item and is ignored.
@@ -225,6 +228,30 @@ def cooccurrence(split: Split) -> ScoreFn:
         entry = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         entry += np.repeat(starts, lengths)
         out[row_of, destinations[entry]] += counts[entry]
+        return out
+
+    return score
+
+
+def recent_cooccurrence(split: Split, weights: tuple[float, ...] = RECENT_WEIGHTS) -> ScoreFn:
+    """The worker's own co-occurrence scorer (app.core.cooccurrence, what its cheap path and the
+    replay's streaming baseline use): successors of the user's last ``len(weights)`` items,
+    weighted newest first (1, 0.5, 0.25), counted over consecutive pairs of ``split.train``.
+    Popularity, scaled into [0, 1), breaks ties and ranks the rest, as for :func:`cooccurrence`.
+    """
+    co = Cooccurrence(max_neighbours=split.n_items + 1)  # keep every successor: exact counts
+    for seq in split.train:
+        co.add_sequence(str(i) for i in seq.tolist())
+    pop = popularity(split).astype(np.float64)
+    tie_break = pop / (pop.max() + 1.0)
+    depth = len(weights)
+
+    def score(users: NDArray[np.int64], histories: list[NDArray[np.int64]]) -> NDArray[np.float64]:
+        out = np.tile(tie_break, (len(histories), 1))
+        for row, history in enumerate(histories):
+            recent = [str(i) for i in history[-depth:].tolist()]
+            for item, value in co.scores(recent, weights).items():
+                out[row, int(item)] += value
         return out
 
     return score

@@ -99,12 +99,15 @@ class Shop:
         for outcome in result.outcomes:
             self.outputs += outcome.outputs
             self.served += outcome.closed
-            self.shadow += outcome.shadow_closed
             if outcome.state is not None and outcome.user_id is not None:
                 self.store[outcome.user_id.encode()] = outcome.state
             rec = outcome.recommendation
             if rec is not None:
                 self.last_list[rec.user_id] = [i.item_id for i in rec.items]
+        # As the events agent does: the shadow's part once the serving outputs are out.
+        shadow = self.processor.shadow_batch(result.shadow)
+        self.outputs += shadow.outputs
+        self.shadow += shadow.closed
 
     def run(self, users: list[str], rounds: int) -> None:
         self.batch([self.event(u, EventType.VIEW, self.first_item) for u in users])
@@ -231,11 +234,13 @@ def test_a_shadow_without_its_item_vectors_is_skipped_not_guessed(
     shop = Shop(processor, "jazz-0")
     records = [shop.event("u1", EventType.CLICK, "jazz-0")]
     result = processor.handle_batch(records, shop.store.get)
-    assert (result.ranked, result.shadow_ranked, result.shadow_skipped) == (1, 0, 1)
+    done = processor.shadow_batch(result.shadow)
+    assert (result.ranked, done.ranked, done.skipped) == (1, 0, 1)
     catalog.set_shadow(model_vectorizer(model.encoder, spec), "2.0.0")
     catalog.publish()
     result = processor.handle_batch([shop.event("u1", EventType.CLICK, "jazz-3")], lambda _: None)
-    assert (result.shadow_ranked, result.shadow_skipped) == (1, 0)
+    done = processor.shadow_batch(result.shadow)
+    assert (done.ranked, done.skipped) == (1, 0)
 
 
 def test_the_catalog_encodes_the_shadow_rows_with_the_shadow_encoder(
@@ -338,17 +343,14 @@ def test_the_shadow_waits_while_the_worker_is_behind(
         (fresh_value, dataclasses.replace(fresh_source, timestamp_ms=CLOCK_MS)),
     ]
     result = processor.handle_batch(records, shop.store.get)
+    done = processor.shadow_batch(result.shadow)
     # The late record got the cheap path, the fresh one the model; the shadow left the batch.
     assert (result.ranked, result.degraded) == (1, 1)
-    assert (result.shadow_ranked, result.shadow_skipped, scorer.calls) == (0, 1, 0)
+    assert (done.ranked, done.skipped, scorer.calls) == (0, 1, 0)
     # Caught up: the next batch is ranked by both.
     value, source = shop.event("u3", EventType.CLICK, "jazz-6")
     result = processor.handle_batch(
         [(value, dataclasses.replace(source, timestamp_ms=CLOCK_MS))], shop.store.get
     )
-    assert (result.ranked, result.shadow_ranked, result.shadow_skipped, scorer.calls) == (
-        1,
-        1,
-        0,
-        1,
-    )
+    done = processor.shadow_batch(result.shadow)
+    assert (result.ranked, done.ranked, done.skipped, scorer.calls) == (1, 1, 0, 1)

@@ -11,7 +11,7 @@ import faust
 from faust.types import EventT, TableT
 
 from app.core.partitioning import Partitioner, misplaced
-from app.core.processor import BatchResult, Processor
+from app.core.processor import BatchResult, Processor, ShadowResult
 from app.core.records import Source
 from app.streams.agents import batching
 from app.streams.outputs import Forward, Origin
@@ -151,8 +151,6 @@ def register(
                 metrics.forgotten.inc()
             if outcome.positives or outcome.closed:
                 metrics.attributed(outcome.positives, outcome.closed)
-            if outcome.shadow_closed:
-                metrics.shadow_closed(outcome.shadow_closed)
             rec = outcome.recommendation
             if rec is not None:
                 metrics.recommendations.labels(rec.kind).inc()
@@ -163,11 +161,6 @@ def register(
         if result.ranked:
             metrics.model_batch_size.observe(result.ranked)
             metrics.scoring.observe(result.ranking_s)
-        if result.shadow_ranked:
-            metrics.shadow_events.labels("ranked").inc(result.shadow_ranked)
-            metrics.shadow_scoring.observe(result.shadow_s)
-        if result.shadow_skipped:
-            metrics.shadow_events.labels("skipped").inc(result.shadow_skipped)
         metrics.degraded.inc(result.degraded)
         metrics.coalesced.inc(result.coalesced)
         metrics.behind.set(result.oldest_age_ms / 1000.0)
@@ -183,6 +176,22 @@ def register(
                     settings.deadline_ms,
                 )
                 warned["at"], warned["degraded"] = time.monotonic(), 0
+
+    def shadow(result: BatchResult) -> None:
+        """The shadow model's part of the batch, after the serving outputs are handed over:
+        it never delays what users receive. Its records only measure it; nothing is stored."""
+        if result.shadow is None:
+            return
+        done: ShadowResult = processor.shadow_batch(result.shadow)
+        if done.outputs:
+            outputs.produce(done.outputs)
+        if done.closed:
+            metrics.shadow_closed(done.closed)
+        if done.ranked:
+            metrics.shadow_events.labels("ranked").inc(done.ranked)
+            metrics.shadow_scoring.observe(done.seconds)
+        if done.skipped:
+            metrics.shadow_events.labels("skipped").inc(done.skipped)
 
     def sources_of(batch: Sequence[EventT[bytes]]) -> list[Source]:
         now_ms = time.time_ns() // 1_000_000
@@ -270,6 +279,7 @@ def register(
             for partition, record_ms in newest.items():
                 watermarks.advance(partition, record_ms)
             record(result, started)
+            shadow(result)
             progressed(taken)
 
     _ = process_events

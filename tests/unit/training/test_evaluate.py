@@ -11,12 +11,14 @@ import pytest
 from numpy.typing import NDArray
 
 from app.training.evaluate import (
+    ALL_SEEN,
     ScoreFn,
     cooccurrence,
     evaluate,
     metrics,
     most_popular,
     popularity,
+    recent_cooccurrence,
     target_ranks,
 )
 from app.training.sequences import Split, leave_one_out, synthetic_sequences
@@ -193,6 +195,23 @@ def test_cooccurrence_matches_a_dense_count() -> None:
     scores = cooccurrence(split)(np.arange(len(histories)), histories)
     last = [h[-1] for h in histories]
     assert np.array_equal(np.floor(scores), dense[last])
+
+
+def test_the_last3_baseline_is_the_workers_scorer_over_the_training_pairs() -> None:
+    split = make_split([1, 2, 3, 1, 2, 9, 9], [1, 3, 8, 8])
+    fn = recent_cooccurrence(split)
+    scores = fn(np.array([0]), [np.array([3, 1])])  # 1 newest (weight 1), 3 before (0.5)
+    # After 1: 2 twice, 3 once; after 3: 1 once. 2: 2.0, 3: 1.0, 1: 0.5 (plus tie-breaks < 1).
+    assert scores[0].argsort()[::-1][:3].tolist() == [2, 3, 1]
+    assert np.floor(scores[0, [2, 3]]).tolist() == [2.0, 1.0]
+    assert 0.5 <= scores[0, 1] < 1.5
+
+
+def test_all_seen_filters_the_whole_history(synthetic_split: Split) -> None:
+    served = evaluate(recent_cooccurrence(synthetic_split), synthetic_split)
+    seen = evaluate(recent_cooccurrence(synthetic_split), synthetic_split, kept=ALL_SEEN)
+    # Filtering more of what users saw can only move targets up (the target is never filtered).
+    assert seen["ndcg@10"] >= served["ndcg@10"] and seen["hr@10"] >= served["hr@10"]
 
 
 @pytest.fixture(scope="module")
