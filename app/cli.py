@@ -55,6 +55,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     retire = model_sub.add_parser("retire-shadow", help="stop scoring with a model's shadow")
     retire.add_argument("name", help="the model family (manifest name), e.g. seqrank")
+    promote = model_sub.add_parser(
+        "promote",
+        help="serve the shadow if its live hit rate beat the serving model's (attribution "
+        "topic): both closed --min-impressions in the window, and the lower end of the 95%% "
+        "interval of the difference is at least --min-gain; exit 4 when the evidence falls short",
+    )
+    promote.add_argument("name", help="the model family (manifest name), e.g. seqrank")
+    promote.add_argument("--window", type=int, default=3600, help="seconds of live traffic")
+    promote.add_argument("--min-impressions", type=int, default=1000)
+    promote.add_argument(
+        "--min-gain",
+        type=float,
+        default=0.0,
+        help="required gain in hit rate (a negative value: not worse by more than that)",
+    )
+    promote.add_argument("--dry-run", action="store_true", help="judge, announce nothing")
     quality = sub.add_parser(
         "quality",
         help="live hit rate@K, NDCG@K and CTR per model version and role (serving, shadow), "
@@ -85,6 +101,46 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("settings", help="print the configuration table (markdown)")
     return parser
+
+
+def _promote(settings: Settings, args: argparse.Namespace) -> int:
+    """``model promote``: the live evidence, the verdict, and the announcement if it holds."""
+    from app.core.scoring.package import read_spec
+    from app.ops.promotion import announced, decide
+    from app.ops.quality import SHADOW
+    from app.ops.quality_report import read_quality, report
+    from app.streams.model_publish import publish_model
+
+    found = announced(settings, args.name)
+    if found.shadow is None:
+        print(f"liverank: {args.name} has no shadow to promote", file=sys.stderr)
+        return 4
+    shadow = found.shadow
+    serving = (
+        found.serving.version
+        if found.serving is not None
+        else read_spec(settings.model_path)[0].version
+    )
+    live, now_ms = read_quality(settings, [args.window], settings.quality_k)
+    print(report(live, now_ms))
+    verdict = decide(
+        live.window(serving, args.window, now_ms),
+        live.window(shadow.version, args.window, now_ms, SHADOW),
+        min_impressions=args.min_impressions,
+        min_gain=args.min_gain,
+    )
+    print(f"\nshadow {shadow.version} against serving {serving}: {verdict.reason}")
+    if not verdict.promote:
+        print(f"liverank: not promoted: {verdict.reason}", file=sys.stderr)
+        return 4
+    if args.dry_run:
+        print(f"would promote {args.name} {shadow.version} ({shadow.path})")
+        return 0
+    update = publish_model(
+        settings, Path(shadow.path), note=f"promoted on live evidence: {verdict.reason}"
+    )
+    print(f"promoted {update.name} {update.version} ({update.path}): announced as serving")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             retire_shadow(settings, args.name)
             print(f"retired the shadow of {args.name} on {settings.topic_model_updates}")
             return 0
+        if args.action == "promote":
+            return _promote(settings, args)
         role = SHADOW if args.shadow else SERVING
         try:
             update = publish_model(settings, args.path, note=args.note, role=role)
