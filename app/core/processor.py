@@ -228,6 +228,20 @@ class ShadowResult:
     seconds: float = 0.0
 
 
+def _shown(rec: Recommendation, step: _Step, due_ms: int) -> Impression:
+    """The impression a list opens (served, or a shadow's would-be list: one definition, so the
+    two are attributed alike), shown at its event's time, due at ``due_ms`` (record time)."""
+    return Impression(
+        request_id=rec.event_id,
+        kind=rec.kind,
+        model_version=rec.model_version,
+        items=tuple(i.item_id for i in rec.items),
+        shown_ms=step.event.event_time_ms,
+        due_ms=due_ms,
+        source=(step.source.partition, step.source.offset),
+    )
+
+
 @dataclass(slots=True)
 class _User:
     """A user's state while a batch is processed: read once, written once."""
@@ -834,15 +848,7 @@ class Processor:
         closed = shadow.book.on_event(event, record_ms)
         rec = step.shadow
         if rec is not None:
-            impression = Impression(
-                request_id=rec.event_id,
-                kind=rec.kind,
-                model_version=rec.model_version,
-                items=tuple(i.item_id for i in rec.items),
-                shown_ms=event.event_time_ms,
-                due_ms=record_ms + shadow.book.window_ms,
-                source=(source.partition, source.offset),
-            )
+            impression = _shown(rec, step, record_ms + shadow.book.window_ms)
             closed += shadow.book.on_shown(event.user_id, impression, source.partition)
         self._emit_shadow(closed, now, outputs)
         return closed
@@ -924,15 +930,7 @@ class Processor:
         positives, closed = after.positives, after.newly_closed
         user.open, user.closed = after.open, after.closed
         if rec is not None and rec.coalesced_into is None:
-            shown = Impression(
-                request_id=rec.event_id,
-                kind=rec.kind,
-                model_version=rec.model_version,
-                items=tuple(i.item_id for i in rec.items),
-                shown_ms=event.event_time_ms,
-                due_ms=record_ms + window_ms,
-                source=(source.partition, source.offset),
-            )
+            shown = _shown(rec, step, record_ms + window_ms)
             opened = on_shown(
                 user.open,
                 user.closed,

@@ -147,20 +147,7 @@ def test_a_worse_shadow_is_measured_worse_and_a_twin_exactly_alike_then_promoted
     twin = versioned_copy(module_tmp / "twin", TWIN)
 
     # 1. A shadow known to be worse: the serving model's ranking turned upside down.
-    out = cli(settings, "model", "publish", "--shadow", str(worse), "--note", "known worse")
-    assert f"{WORSE} ({worse}) as shadow" in out
-    wait_for(
-        "the shadow loaded",
-        lambda: worker.metric(f'liverank_shadow_model_info{{model_version="{WORSE}"}}') == 1,
-        worker,
-    )
-    # Its catalog vectors are built in the catalog thread: a batch before that is skipped.
-    wait_for("the shadow ranking", lambda: _ranks_with_shadow(kafka, settings, worker), worker)
-    loop = ClosedLoop(kafka, settings, "worse")
-    loop.run()
-    docs = loop.closed(kafka)
-    served = {d["request_id"]: d for d in docs if d["kind"] == "negative"}
-    shadow = {d["request_id"]: d for d in docs if d["kind"] == "shadow"}
+    served, shadow = shadow_run(worker, kafka, settings, worse, WORSE, "known worse")
     assert {d["model_version"] for d in served.values()} == {SERVING}
     assert {d["model_version"] for d in shadow.values()} == {WORSE}
     served_hits = sum(any(a["rank"] < 10 for a in d["acted"]) for d in served.values())
@@ -221,18 +208,7 @@ def test_a_worse_shadow_is_measured_worse_and_a_twin_exactly_alike_then_promoted
 
     # 2. A twin (the same model under another version) becomes the shadow: its lists are the
     # served lists, credited with the same actions.
-    cli(settings, "model", "publish", "--shadow", str(twin))
-    wait_for(
-        "the twin as the shadow",
-        lambda: worker.metric(f'liverank_shadow_model_info{{model_version="{TWIN}"}}') == 1,
-        worker,
-    )
-    wait_for("the twin ranking", lambda: _ranks_with_shadow(kafka, settings, worker), worker)
-    loop = ClosedLoop(kafka, settings, "twin")
-    loop.run()
-    docs = loop.closed(kafka)
-    served = {d["request_id"]: d for d in docs if d["kind"] == "negative"}
-    shadow = {d["request_id"]: d for d in docs if d["kind"] == "shadow"}
+    served, shadow = shadow_run(worker, kafka, settings, twin, TWIN, "a twin")
     assert served.keys() == shadow.keys()
     for request_id, negative in served.items():
         twin_doc = shadow[request_id]
@@ -260,6 +236,33 @@ def test_a_worse_shadow_is_measured_worse_and_a_twin_exactly_alike_then_promoted
     sent = ClosedLoop(kafka, settings, "after")
     event_id = sent.send(sent.users[0], CATALOG[3].item_id)
     assert sent.answers({sent.users[0]: event_id})[event_id]["model_version"] == TWIN
+
+
+def shadow_run(
+    worker: WorkerProcess,
+    kafka: KafkaIO,
+    settings: Settings,
+    package: Path,
+    version: str,
+    note: str,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Announce ``package`` as the shadow, wait until it ranks, run the closed loop; returns
+    the served (negative) and shadow attribution records of its impressions by request id."""
+    out = cli(settings, "model", "publish", "--shadow", str(package), "--note", note)
+    assert f"{version} ({package}) as shadow" in out
+    wait_for(
+        f"the shadow {version} loaded",
+        lambda: worker.metric(f'liverank_shadow_model_info{{model_version="{version}"}}') == 1,
+        worker,
+    )
+    # Its catalog vectors are built in the catalog thread: a batch before that is skipped.
+    wait_for("the shadow ranking", lambda: _ranks_with_shadow(kafka, settings, worker), worker)
+    loop = ClosedLoop(kafka, settings, version)
+    loop.run()
+    docs = loop.closed(kafka)
+    served = {d["request_id"]: d for d in docs if d["kind"] == "negative"}
+    shadow = {d["request_id"]: d for d in docs if d["kind"] == "shadow"}
+    return served, shadow
 
 
 def _ranks_with_shadow(kafka: KafkaIO, settings: Settings, worker: WorkerProcess) -> bool:
