@@ -840,8 +840,12 @@ class Processor:
         """The serving attribution's twin for the shadow's lists: the event closes or credits
         the user's open shadow impressions, then the shadow's own list for it (if any) opens
         one. A replayed record changes nothing here (the book is in memory, and a restart
-        forgets it). Returns the shadow impressions closed."""
-        if step.duplicate or step.state is None:
+        forgets it). A forgotten user's open shadow impressions are dropped, as their state is.
+        Returns the shadow impressions closed."""
+        if step.state is None:
+            shadow.book.forget(step.event.user_id)
+            return ()
+        if step.duplicate:
             return ()
         event, source = step.event, step.source
         record_ms = source.timestamp_ms or event.event_time_ms

@@ -130,6 +130,11 @@ class ShadowBook:
             del self._open[user_id]
         return len(gone)
 
+    def forget(self, user_id: str) -> bool:
+        """forget_user: drop the user's open shadow impressions, uncounted (a due entry left in
+        a partition's queue finds nothing and is skipped). Returns whether there were any."""
+        return self._open.pop(user_id, None) is not None
+
     def clear(self) -> None:
         """Forget everything (the shadow model was retired or replaced)."""
         self._open.clear()

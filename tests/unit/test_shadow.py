@@ -354,3 +354,18 @@ def test_the_shadow_waits_while_the_worker_is_behind(
     )
     done = processor.shadow_batch(result.shadow)
     assert (result.ranked, done.ranked, done.skipped, scorer.calls) == (1, 1, 0, 1)
+
+
+def test_a_forgotten_user_leaves_nothing_in_the_shadow_book(
+    catalog: Catalog, model: LoadedModel, settings: Settings
+) -> None:
+    processor, _ = with_shadow(catalog, model, settings, "1.1.0-twin", negate=False)
+    shop = Shop(processor, "jazz-0")
+    shop.batch([shop.event("u1", EventType.CLICK, "jazz-0")])
+    assert processor.shadow is not None and processor.shadow.book.users == 1
+    t = next(shop.time)
+    forget = Event(f"e{next(shop.ids)}", "u1", EventType.FORGET_USER, t, _iso(t))
+    shop.batch([(encode_event(forget), Source("events", 0, next(shop.offset), b"u1", t))])
+    assert processor.shadow.book.users == 0
+    # Nothing of theirs closes later: no shadow record names them after the forget.
+    assert processor.sweep_shadow(0, t + 10 * 3_600_000).closed == ()
