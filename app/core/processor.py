@@ -282,6 +282,7 @@ class Processor:
             recent_event_ids=settings.recent_event_ids,
             max_query_terms=settings.max_query_terms,
             max_purchased=settings.max_purchased,
+            max_seen=settings.seen_size,
             max_affinities=settings.max_affinities,
             affinity_half_life_s=settings.affinity_half_life_s,
         )

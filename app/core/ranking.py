@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from app.core.scoring.base import ItemEncoder, RankInputs, Scorer
 from app.core.scoring.package import ModelSpec
 from app.core.state import UserState
 from app.core.text import term_ids, tokenize
+from app.core.transitions import Signal, Transitions, blend
 
 # The model_version of degraded recommendations: no model ranked them.
 FALLBACK_VERSION = "cheap-path"
@@ -126,6 +127,8 @@ class Ranker:
         self.params = params
         self._buffers = _Buffers(spec)
         self._seen = np.zeros(0, dtype=np.bool_)
+        # Catalog row -> model index and back, for the transition table, per catalog index.
+        self._mapped: tuple[CatalogIndex, NDArray[np.int64], NDArray[np.int32]] | None = None
         # Searches repeat (popular queries): tokenize and hash each distinct text once.
         self.query = functools.lru_cache(maxsize=query_cache_size)(self._parse_query)
 
@@ -134,6 +137,43 @@ class Ranker:
         if self._seen.shape[0] < len(index):
             self._seen = np.zeros(len(index), dtype=np.bool_)
         return self._seen
+
+    def _model_map(
+        self, index: CatalogIndex, table: Transitions
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+        """Each catalog row's model index (0: unknown to the model) and each model index's row
+        (-1: not in the catalog); worked out once per catalog index."""
+        mapped = self._mapped
+        if mapped is not None and mapped[0] is index:
+            return mapped[1], mapped[2]
+        known = self.spec.item_index
+        to_model = np.fromiter((known.get(i, 0) for i in index.ids), np.int64, len(index))
+        to_model[to_model > table.n_items] = 0
+        to_row = np.full(table.n_items + 1, -1, dtype=np.int32)
+        rows = np.flatnonzero(to_model)
+        to_row[to_model[rows]] = rows
+        self._mapped = (index, to_model, to_row)
+        return to_model, to_row
+
+    def _transitions(
+        self, index: CatalogIndex, requests: list[Request], table: Transitions
+    ) -> tuple[list[Request], Signal, NDArray[np.int64]]:
+        """The batch's transition signal (from each user's recent items, newest first, as model
+        indices) and the requests with the strongest successors as candidates."""
+        to_model, to_row = self._model_map(index, table)
+        known = self.spec.item_index
+        depth = table.params.recent
+        recent = [
+            [known.get(i.item_id, 0) for i in reversed(r.state.history[-depth:])] for r in requests
+        ]
+        signal = table.gather(recent)
+        # The strongest successors, enough to fill the quota past the exclusions.
+        tops = signal.tops(self.params.candidates)
+        with_rows = []
+        for request, top in zip(requests, tops, strict=True):
+            rows = to_row[top]
+            with_rows.append(replace(request, transitions=rows[rows >= 0]))
+        return with_rows, signal, to_model
 
     def _parse_query(self, text: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
         tokens = tokenize(text)
@@ -245,6 +285,10 @@ class Ranker:
         if not batch:
             return []
         requests = self._requests(index, batch, hints)
+        table = self.spec.transitions
+        signal: Signal | None = None
+        if table is not None and len(index):
+            requests, signal, to_model = self._transitions(index, requests, table)
         candidates = retrieve_batch(
             index,
             requests,
@@ -253,6 +297,12 @@ class Ranker:
             policy=self.params.exclusion,
         )
         scores = self.scorer.score(self.inputs(index, requests, candidates))
+        if signal is not None and table is not None:
+            # The hybrid score (app.core.transitions.blend), as the offline evaluation computes it.
+            items = np.zeros(scores.shape, dtype=np.int64)
+            for b, c in enumerate(candidates):
+                items[b, : c.rows.shape[0]] = to_model[c.rows]
+            scores = blend(scores, signal.at(items), table.params.alpha)
         return [
             self._recommendation(
                 index, r, c, scores[i, : c.rows.shape[0]], self.scorer.model_version

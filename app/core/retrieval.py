@@ -42,6 +42,9 @@ class Request:
     # The item ids not to show (app.core.exclusions), when the caller has them already; None: work
     # them out from the state.
     excluded: frozenset[str] | None = None
+    # Rows of the model package's transition successors of the recent items
+    # (app.core.transitions), strongest first; proposed as "related" before ``related``.
+    transitions: NDArray[np.int32] = field(default_factory=lambda: _NO_ROWS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,7 @@ def excluded_ids(state: UserState, event: Event, policy: ExclusionPolicy) -> fro
     """The item ids the user must not be shown after ``event`` (app.core.exclusions)."""
     return frozenset(
         exclusions.excluded(
-            (i.item_id for i in state.history),
+            itertools.chain(state.seen, (i.item_id for i in state.history)),
             state.purchased,
             event.item_id,
             search=event.type is EventType.SEARCH,
@@ -168,6 +171,7 @@ def _assemble(
             # Best-matching first, popularity breaking ties, so a broad query keeps good items.
             order = np.lexsort((-index.popularity[match_rows], -match))
             take(match_rows[order], "query", limit)
+        take(request.transitions, "related", related_quota)
         take(request.related, "related", related_quota)
         if similar is not None:
             take(similar, "similar", limit // 2 if not tokens else limit // 4)
@@ -217,6 +221,7 @@ def _assemble_small(
     if match_rows.size:
         order = np.lexsort((-index.popularity[match_rows], -match))
         take(match_rows[order], "query", limit)
+    take(request.transitions, "related", related_quota)
     take(request.related, "related", related_quota)
     top = request.top_categories
     for category in top:

@@ -175,6 +175,9 @@ class Settings:
     recent_event_ids: int = _field(64, "Event ids kept per user for deduplication.")
     max_query_terms: int = _field(16, "Recent query terms kept per user.")
     max_purchased: int = _field(200, "Purchased item ids kept per user (never recommended again).")
+    seen_size: int = _field(
+        1000, "Distinct items remembered per user as seen (not shown again after a click)."
+    )
     max_affinities: int = _field(32, "Category and tag affinities kept per user (strongest first).")
     affinity_half_life_s: float = _field(
         6 * 3600.0, "Half-life of category and tag affinities, seconds."
@@ -325,6 +328,7 @@ class Settings:
             "recent_event_ids",
             "max_query_terms",
             "max_purchased",
+            "seen_size",
             "max_affinities",
             "top_k",
             "candidates",

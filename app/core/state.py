@@ -22,9 +22,11 @@ EVENT_WEIGHTS: dict[EventType, float] = {
     EventType.SEARCH: 0.0,
     EventType.FORGET_USER: 0.0,
 }
-# The stored form: 2 is MessagePack (compact, binary); 1 was JSON and is still read (a user's
-# state is rewritten as 2 at their next event: the migration is lazy and needs no downtime).
-STATE_VERSION = 2
+# The stored form: 3 is MessagePack with the seen items; 2 (MessagePack without them) and 1
+# (JSON) are still read, their seen items taken from the kept history (a user's state is
+# rewritten as 3 at their next event: the migration is lazy and needs no downtime).
+STATE_VERSION = 3
+PACKED_V2 = 2
 JSON_STATE_VERSION = 1
 # Query terms longer than this are not remembered (NFKC can expand one character to 18, so a
 # 512-character query could otherwise leave kilobytes-long "terms" in the state).
@@ -42,6 +44,8 @@ class StateLimits:
     recent_event_ids: int = 64
     max_query_terms: int = 16
     max_purchased: int = 200
+    # Distinct items remembered as seen (excluded from next-item lists), beyond the history.
+    max_seen: int = 1000
     max_affinities: int = 32
     affinity_half_life_s: float = 6 * 3600.0
 
@@ -89,6 +93,9 @@ class UserState:
     # (app.core.attribution); bounded by the attribution settings.
     impressions: tuple[Impression, ...] = ()
     closed_impressions: tuple[Impression, ...] = ()
+    # Every distinct item the user interacted with, first met first, the last ``max_seen`` kept
+    # (app.core.exclusions.seen_items): next-item lists never show them again.
+    seen: tuple[str, ...] = ()
 
     def has_applied(self, event_id: str, position: tuple[int, int] | None = None) -> bool:
         """True for an event already in this state: its id is recent, or ``position`` (the
@@ -127,6 +134,7 @@ class UserState:
             self.applied_offset,
             impressions,
             closed,
+            self.seen,
         )
 
     def counter(self, name: str) -> int:
@@ -221,6 +229,7 @@ def apply_event(
     history = current.history
     purchased = current.purchased
     query_terms = current.query_terms
+    seen = current.seen
     if event.type is EventType.SEARCH:
         terms = tuple(t for t in tokenize(event.query or "") if len(t) <= MAX_TERM_CHARS)
         kept = tuple(t for t in query_terms if t not in terms)
@@ -233,6 +242,10 @@ def apply_event(
         )
         if event.type is EventType.PURCHASE and event.item_id not in purchased:
             purchased = _push(purchased, event.item_id, limits.max_purchased)
+        # Only catalog items: an unknown id is never shown anyway, and a producer cannot grow
+        # a state with made-up ids.
+        if item is not None and event.item_id not in seen:
+            seen = _push(seen, event.item_id, limits.max_seen)
 
     counters = dict(current.counters)
     counters[event.type.value] = counters.get(event.type.value, 0) + 1
@@ -253,6 +266,7 @@ def apply_event(
         position if position is not None else current.applied_offset,
         current.impressions,
         current.closed_impressions,
+        seen,
     )
 
 
@@ -283,6 +297,7 @@ def state_size_bound(limits: StateLimits, top_k: int, impressions: int = 16) -> 
         + limits.max_affinities * (text(MAX_TAG_CHARS) + number + 3)
         + limits.max_query_terms * text(MAX_TERM_CHARS)
         + limits.max_purchased * text(MAX_ID_CHARS)
+        + limits.max_seen * text(MAX_ID_CHARS)
         + len(EventType) * (text(11) + number + 3)
         + limits.recent_event_ids * text(MAX_ID_CHARS)
         + text(MAX_ID_CHARS)
@@ -326,6 +341,7 @@ def encode_state(state: UserState) -> bytes:
             state.applied_offset,
             state.impressions,
             state.closed_impressions,
+            state.seen,
         ),
         use_bin_type=True,
     )
@@ -352,16 +368,19 @@ def _impressions(raw: tuple[Any, ...]) -> tuple[Impression, ...]:
 
 
 def decode_state(raw: bytes) -> UserState:
-    """A stored state, version 2 (MessagePack) or 1 (JSON, from before the binary format)."""
+    """A stored state, version 3 or 2 (MessagePack) or 1 (JSON, from before the binary
+    format)."""
     if raw[:1] == b"{":
         return _decode_json_state(raw)
     try:
         doc = msgpack.unpackb(raw, use_list=False, raw=False, strict_map_key=True)
     except (msgpack.UnpackException, ValueError) as exc:
         raise ValueError(f"unreadable user state: {type(exc).__name__}: {exc}") from None
-    if not isinstance(doc, tuple) or not doc or doc[0] != STATE_VERSION:
+    if not isinstance(doc, tuple) or not doc or doc[0] not in (STATE_VERSION, PACKED_V2):
         found = doc[0] if isinstance(doc, tuple) and doc else type(doc).__name__
         raise ValueError(f"unsupported user state version {found!r}")
+    if doc[0] == PACKED_V2:
+        doc = (*doc, None)  # no seen items yet: taken from the history below
     # Unpacking checks the field count: a state of another shape is refused (ValueError).
     (
         _version,
@@ -380,10 +399,12 @@ def decode_state(raw: bytes) -> UserState:
         applied_offset,
         impressions,
         closed,
+        seen,
     ) = doc
+    interactions = tuple(map(Interaction._make, history))
     return UserState(
         user_id,
-        tuple(map(Interaction._make, history)),
+        interactions,
         category_affinity,
         tag_affinity,
         affinity_time_ms,
@@ -397,7 +418,13 @@ def decode_state(raw: bytes) -> UserState:
         applied_offset,
         _impressions(impressions),
         _impressions(closed),
+        _seen_from_history(interactions) if seen is None else seen,
     )
+
+
+def _seen_from_history(history: tuple[Interaction, ...]) -> tuple[str, ...]:
+    """The seen items of a state written before they were kept: its history's, distinct."""
+    return tuple(dict.fromkeys(i.item_id for i in history))
 
 
 def _impression(doc: list[Any]) -> Impression:
@@ -424,9 +451,10 @@ def _decode_json_state(raw: bytes) -> UserState:
         found = doc.get("v") if isinstance(doc, dict) else type(doc).__name__
         raise ValueError(f"unsupported user state version {found!r}")
     lr = doc["lr"]
+    history = tuple(Interaction(i, t, int(ms)) for i, t, ms in doc["h"])
     return UserState(
         user_id=doc["u"],
-        history=tuple(Interaction(i, t, int(ms)) for i, t, ms in doc["h"]),
+        history=history,
         category_affinity=tuple((k, float(v)) for k, v in doc["ca"]),
         tag_affinity=tuple((k, float(v)) for k, v in doc["ta"]),
         affinity_time_ms=int(doc["at"]),
@@ -441,4 +469,5 @@ def _decode_json_state(raw: bytes) -> UserState:
         # States written before attribution have no impressions.
         impressions=tuple(_impression(i) for i in doc.get("im", ())),
         closed_impressions=tuple(_impression(i) for i in doc.get("ic", ())),
+        seen=_seen_from_history(history),
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 from app.training.evaluate import (
     ALL_SEEN,
-    KEPT_HISTORY,
+    KEPT_SEEN,
     cooccurrence,
     evaluate,
     most_popular,
@@ -37,10 +37,13 @@ DEFAULT_CACHE = Path.home() / ".cache" / "liverank" / "datasets"
 
 
 # How the figures are computed (app.training.evaluate): each user's last interaction held out,
-# every item ranked, the items the worker would exclude (the kept history) filtered.
-PROTOCOL = "leave-one-out, full ranking, items of the kept history (last 50) filtered as served"
+# every item ranked, the items the worker would exclude (the seen items its state remembers)
+# filtered.
+PROTOCOL = (
+    f"leave-one-out, full ranking, the last {KEPT_SEEN:,} distinct items seen filtered as served"
+)
 # The references' protocol (SASRec papers, issue 16's table): every item of the history filtered,
-# however long; higher than what a worker keeping 50 interactions can reach.
+# however long (the same as served wherever no user has more than SEEN_SIZE distinct items).
 ALL_SEEN_PROTOCOL = "leave-one-out, full ranking, every item of the history filtered"
 
 
@@ -56,7 +59,7 @@ def load_data(name: str, cache: Path, seed: int) -> SequenceData:
     raise SystemExit(f"unknown data set {name!r}: ml-100k or synthetic[:users:items]")
 
 
-def baselines(split: Split, k: int, kept: int = KEPT_HISTORY) -> dict[str, dict[str, float]]:
+def baselines(split: Split, k: int, kept: int = KEPT_SEEN) -> dict[str, dict[str, float]]:
     """Most popular, last-item co-occurrence, and the worker's own last-3 co-occurrence scorer
     (weights 1, 0.5, 0.25), by the code that evaluates the model."""
     return {
@@ -74,7 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from app.core.scoring.package import load_package
     from app.training.export import write_package
-    from app.training.onnx_eval import onnx_score_fn, time_scoring
+    from app.training.onnx_eval import onnx_score_fn, package_score_fn, time_scoring
     from app.training.train import TrainConfig, torch_score_fn, train
 
     torch.set_num_threads(args.threads)
@@ -140,14 +143,70 @@ def cmd_train(args: argparse.Namespace) -> int:
         training=training,
         metrics={},
     )
+    if not args.no_blend:
+        fit_transitions(args.out, split, result.tables, version=None)
+    ranker = load_package(args.out, variant="fp32")
+    metrics["ranker_only_fp32"] = evaluate(onnx_score_fn(ranker, result.tables, n), split, k=k)
     for variant in VARIANTS:
         package = load_package(args.out, variant=variant)
-        scorer = onnx_score_fn(package, result.tables, n)
+        scorer = package_score_fn(package, result.tables)
         metrics[f"onnx_{variant}"] = evaluate(scorer, split, k=k)
         metrics[f"onnx_{variant}"]["latency"] = time_scoring(args.out, variant)
         metrics[f"onnx_{variant}"]["latency_batched"] = time_scoring(args.out, variant, batch=64)
     _finish_package(args.out, metrics)
     print(markdown_table(metrics))
+    return 0
+
+
+def fit_transitions(package: Path, split: Split, tables: Any, *, version: str | None) -> None:
+    """Count the training sequences' transitions, choose the blend on validation (the worker's
+    own hybrid score, app.training.blend) and add both to ``package``; with ``version``, the
+    package is restamped as that version."""
+    import numpy as np
+
+    from app.core.scoring.package import load_package
+    from app.training.blend import attach, cached_scores, fit_blend
+    from app.training.onnx_eval import onnx_score_fn
+
+    model = load_package(package, variant="fp32")
+    n_model = max(model.spec.item_index.values())
+    model_index = np.arange(split.n_items + 1, dtype=np.int64)
+    model_index[model_index > n_model] = 0
+    started = time.perf_counter()
+    valid = cached_scores(onnx_score_fn(model, tables), split, "valid")
+    fitted = fit_blend(valid, split, model_index, n_model)
+    took = round(time.perf_counter() - started, 1)
+    attach(
+        package,
+        fitted.table,
+        version=version,
+        fit={
+            "selected_by": "validation NDCG@10 (the test split is not read)",
+            "valid": fitted.valid,
+            "ranker_only_valid": fitted.model_valid,
+            "configurations": len(fitted.tried),
+            "seconds": took,
+        },
+    )
+    chosen = fitted.params
+    print(
+        f"blend: window {chosen.window}, last {chosen.recent} items (decay {chosen.recent_decay}),"
+        f" alpha {chosen.alpha}; validation NDCG@10 {fitted.valid['ndcg@10']:.4f} "
+        f"(ranker alone {fitted.model_valid['ndcg@10']:.4f}), HR@10 {fitted.valid['hr@10']:.4f} "
+        f"({fitted.model_valid['hr@10']:.4f}); {len(fitted.tried)} configurations, {took} s"
+    )
+
+
+def cmd_blend(args: argparse.Namespace) -> int:
+    from app.training.train import item_tables
+
+    data = load_data(args.data, args.cache, args.seed)
+    split = leave_one_out(data)
+    manifest = json.loads((args.package / "manifest.json").read_text(encoding="utf-8"))
+    cfg = ModelConfig(
+        n_items=data.n_items, **{k: v for k, v in manifest["model"].items() if k != "n_items"}
+    )
+    fit_transitions(args.package, split, item_tables(data, split.train, cfg), version=args.version)
     return 0
 
 
@@ -164,7 +223,7 @@ def _finish_package(out: Path, metrics: dict[str, Any]) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from app.core.scoring.package import load_package
-    from app.training.onnx_eval import onnx_score_fn, time_scoring
+    from app.training.onnx_eval import onnx_score_fn, package_score_fn, time_scoring
     from app.training.train import item_tables
 
     data = load_data(args.data, args.cache, args.seed)
@@ -175,10 +234,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     tables = item_tables(data, split.train, cfg)
     metrics: dict[str, Any] = {"protocol": f"{PROTOCOL}, k=10, {args.data}"}
+    ranker = load_package(args.package, variant="fp32")
+    if ranker.spec.transitions is not None:
+        # The package's ranker without its transitions: what the blend adds.
+        metrics["ranker_only_fp32"] = evaluate(
+            onnx_score_fn(ranker, tables), split, k=10, progress=not args.quiet
+        )
     for variant in VARIANTS:
         package = load_package(args.package, variant=variant)
         metrics[f"onnx_{variant}"] = evaluate(
-            onnx_score_fn(package, tables), split, k=10, progress=not args.quiet
+            package_score_fn(package, tables), split, k=10, progress=not args.quiet
         )
         metrics[f"onnx_{variant}"]["latency"] = time_scoring(args.package, variant)
         metrics[f"onnx_{variant}"]["latency_batched"] = time_scoring(
@@ -187,7 +252,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics.update(baselines(split, 10))
     seen: dict[str, Any] = {"protocol": f"{ALL_SEEN_PROTOCOL}, k=10, {args.data}"}
     seen["onnx_fp32"] = evaluate(
-        onnx_score_fn(load_package(args.package, variant="fp32"), tables),
+        package_score_fn(ranker, tables),
         split,
         k=10,
         kept=ALL_SEEN,
@@ -218,7 +283,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from app.core.settings import Settings
     from app.streams.model_publish import publish_model
     from app.training.export import write_package
-    from app.training.onnx_eval import onnx_score_fn
+    from app.training.onnx_eval import package_score_fn
     from app.training.stream import (
         better,
         next_version,
@@ -279,11 +344,12 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         },
         metrics={},
     )
+    fit_transitions(out, split, result.tables, version=None)
     candidate = load_package(out, variant="fp32", device="cpu")
     scores = {
-        f"candidate {version}": evaluate(onnx_score_fn(candidate, result.tables), split, k=k),
+        f"candidate {version}": evaluate(package_score_fn(candidate, result.tables), split, k=k),
         f"serving {serving.spec.version}": evaluate(
-            onnx_score_fn(serving, result.tables, ids=serving_ids(serving, data)), split, k=k
+            package_score_fn(serving, result.tables, ids=serving_ids(serving, data)), split, k=k
         ),
         "most_popular": evaluate(most_popular(split), split, k=k),
     }
@@ -330,9 +396,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     train_p.add_argument("--weight-decay", type=float, default=0.0)
     train_p.add_argument("--threads", type=int, default=2)
+    train_p.add_argument(
+        "--no-blend", action="store_true", help="no transition table: the ranker's scores alone"
+    )
     eval_p = sub.choices["evaluate"]
     eval_p.add_argument("--package", type=Path, default=Path("models/seqrank-1"))
     eval_p.add_argument("--output", type=Path, default=None, help="JSON file (and .png plot)")
+    blend_p = sub.add_parser(
+        "blend",
+        help="fit a package's transition table and blend on validation and add them to it",
+    )
+    blend_p.add_argument("--package", type=Path, default=Path("models/seqrank-1"))
+    blend_p.add_argument("--data", default="ml-100k", help="the data the package was trained on")
+    blend_p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    blend_p.add_argument("--seed", type=int, default=42)
+    blend_p.add_argument(
+        "--version", default=None, help="restamp the package as this version (needs onnx)"
+    )
     retrain = sub.add_parser(
         "retrain", help="train on the stream, compare with the serving model, publish if better"
     )
@@ -357,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "retrain":
         return cmd_retrain(args)
+    if args.command == "blend":
+        return cmd_blend(args)
     return cmd_train(args) if args.command == "train" else cmd_evaluate(args)
 
 

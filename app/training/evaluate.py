@@ -10,12 +10,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.core.cooccurrence import RECENT_WEIGHTS, Cooccurrence
-from app.core.exclusions import excluded
+from app.core.exclusions import excluded, seen_items
 from app.core.state import StateLimits
 from app.training.sequences import Split
 
-# The interactions a user's state keeps (HISTORY_SIZE's default): the worker excludes them.
+# The interactions a user's state keeps in full (HISTORY_SIZE's default).
 KEPT_HISTORY = StateLimits().history_size
+# The distinct items a user's state remembers as seen (SEEN_SIZE's default): the worker excludes
+# them after a next-item event.
+KEPT_SEEN = StateLimits().max_seen
 # ``kept`` for the literature's protocol: every item of the history filtered, however long.
 ALL_SEEN = 1 << 62
 
@@ -117,17 +120,20 @@ def _progress(total: int, enabled: bool, desc: str) -> _Progress:
 
 
 def served_exclusions(
-    histories: list[NDArray[np.int64]], kept: int = KEPT_HISTORY
+    histories: list[NDArray[np.int64]], kept: int = KEPT_SEEN
 ) -> list[NDArray[np.int64]]:
     """What the worker would not show after each history's last interaction
-    (app.core.exclusions, next-item, the default policy): the last ``kept`` items, as the user's
-    state keeps them (``HISTORY_SIZE``).
+    (app.core.exclusions, next-item, the default policy): the last ``kept`` distinct items, as
+    the user's state remembers them (``SEEN_SIZE``, app.core.exclusions.seen_items).
 
-    >>> served_exclusions([np.array([1, 2, 3])], kept=2)
+    >>> served_exclusions([np.array([1, 2, 3, 2])], kept=2)
     [array([2, 3])]
     """
     return [
-        np.array(sorted(excluded(h[-kept:].tolist(), (), None, search=False)), dtype=np.int64)
+        np.array(
+            sorted(excluded(seen_items(h.tolist(), kept), (), None, search=False)),
+            dtype=np.int64,
+        )
         for h in histories
     ]
 
@@ -139,11 +145,11 @@ def evaluate(
     k: int = 10,
     batch_size: int = 256,
     progress: bool = False,
-    kept: int = KEPT_HISTORY,
+    kept: int = KEPT_SEEN,
 ) -> dict[str, float]:
     """Rank every evaluated user's ``stage`` target against all items the worker could show:
     items excluded as the worker excludes them (:func:`served_exclusions`: the last ``kept``
-    items of the history) do not compete.
+    distinct items of the history) do not compete.
 
     The score function sees users in batches of ``batch_size`` with their input histories
     (:func:`app.training.sequences.history_for`). Returns ``hr@k``, ``ndcg@k``, ``mrr`` and

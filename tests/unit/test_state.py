@@ -183,10 +183,11 @@ def test_a_user_with_endless_hostile_events_stays_under_the_size_bound(alphabet:
     (``scripts/state-size`` runs the same user for a million events)."""
     limits = StateLimits()
     bound = state_size_bound(limits, top_k=10, impressions=0)  # apply_event opens none
-    found = sizes(6_000, [1_000, 6_000], limits, alphabet)
+    found = sizes(6_000, [2_000, 6_000], limits, alphabet)
     assert found[6_000] <= bound
-    # Full after a thousand events: five times as many add nothing (numbers may lengthen).
-    assert abs(found[6_000] - found[1_000]) < 0.02 * found[1_000]
+    # Full after 1,250 events (1,000 distinct items seen): three times as many add nothing
+    # (numbers may lengthen).
+    assert abs(found[6_000] - found[2_000]) < 0.02 * found[2_000]
     print(f"\nstate size, ids of {alphabet!r}: {found} bytes (bound {bound})")
 
 
@@ -283,10 +284,11 @@ def v1_equivalent() -> UserState:
         (0, 8),
         (shown,),
         (closed,),
+        ("i1", "i3"),  # seen: before version 3, the history's items
     )
 
 
-def test_a_version_1_json_state_is_read_and_rewritten_as_version_2() -> None:
+def test_a_version_1_json_state_is_read_and_rewritten_as_version_3() -> None:
     state = decode_state(V1_STATE)
     assert state == v1_equivalent()
     rewritten = encode_state(state)
@@ -294,10 +296,28 @@ def test_a_version_1_json_state_is_read_and_rewritten_as_version_2() -> None:
     assert len(rewritten) < 0.75 * len(V1_STATE)  # the binary form is the smaller
 
 
-def test_the_version_2_layout_is_pinned() -> None:
+def test_the_version_3_layout_is_pinned() -> None:
     """The stored bytes of a known state: a changed field order in UserState or in the named
     tuples it holds would make stored states unreadable, so it must be a new version."""
-    assert encode_state(v1_equivalent()).hex() == V2_HEX
+    assert encode_state(v1_equivalent()).hex() == V3_HEX
+
+
+def test_a_version_2_state_is_read_with_its_history_as_seen() -> None:
+    """Version 2 (MessagePack without the seen items) is still read: the lazy migration takes
+    the seen items from the kept history, and the next write is version 3."""
+    state = decode_state(bytes.fromhex(V2_HEX))
+    assert state == v1_equivalent()
+    assert encode_state(state)[3:4] == b"\x03"  # an array16 header (3 bytes), the version
+
+
+V3_HEX = (
+    "dc001103a275319293a26931a5636c69636bcd03e893a26933a476696577cd07d09192a46a617a7acb400400"
+    "00000000009192a57069616e6fcb3ff4000000000000cd07d092a4626c7565a46e6f746591a269399292a563"
+    "6c69636b0192a47669657701a2653292a26531a2653293a27231a5312e312e3092a26932a26933cd07d09200"
+    "08919ba27231aa6e6578745f6974656d73a5312e312e3092a26932a26933cd03e8cdee48920007919401a563"
+    "6c69636ba26532cd07d0c0c0c0919ba27230a6736561726368a5312e312e3091a26934cd01f4cd0384920003"
+    "90a677696e646f77cd0384a2653192a26931a26933"
+)
 
 
 V2_HEX = (

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from numpy.typing import NDArray
 
 from app.core.features import CANDIDATE_FEATURES, USER_FEATURES
 from app.core.scoring.base import ModelContractError, RankInputs
+from app.core.transitions import BlendParams, Transitions
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,9 @@ class ModelSpec:
     max_item_terms: int
     n_buckets: int
     item_index: dict[str, int]
+    # Item-to-item transitions blended into the ranker's scores (app.core.transitions); None
+    # for a package without them (its ranker's scores are served as they are).
+    transitions: Transitions | None = field(default=None, compare=False)
 
 
 def _fail(path: Path, message: str) -> ModelContractError:
@@ -96,12 +101,30 @@ def read_spec(path: Path) -> tuple[ModelSpec, dict[str, Any]]:
             max_item_terms=int(model["max_item_terms"]),
             n_buckets=int(model["n_buckets"]),
             item_index=index,
+            transitions=_transitions(path, manifest, index),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise _fail(path, f"manifest or items file incomplete: {exc!r}") from None
     if not spec.version:
         raise _fail(path, "version is empty")
     return spec, manifest
+
+
+def _transitions(path: Path, manifest: dict[str, Any], index: dict[str, int]) -> Transitions | None:
+    """The package's transition table (``files.transitions`` and ``blend``), if it has one."""
+    name = manifest["files"].get("transitions")
+    if name is None:
+        return None
+    if "blend" not in manifest:
+        raise _fail(path, "files.transitions needs a blend section (its parameters)")
+    try:
+        params = BlendParams.from_dict(manifest["blend"])
+        table = Transitions.from_bytes((path / name).read_bytes(), params)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise _fail(path, f"{name}: {exc}") from None
+    if table.n_items != max(index.values(), default=0):
+        raise _fail(path, f"{name} covers {table.n_items} items, items.tsv {len(index)}")
+    return table
 
 
 def _session(path: Path, threads: int, providers: list[str]) -> ort.InferenceSession:

@@ -32,7 +32,14 @@ from app.dev.bench.systems import ROOT, ChildProcess, apply_env, worker_process
 from app.dev.localkafka import pick_free_ports
 from app.dev.replay.data import DEFAULT_CACHE, Dataset, load_dataset, replay_stream, span_s
 from app.dev.replay.pacing import MAX, RATE, ClosedLoop, Pace, due_open_loop
-from app.dev.replay.scoring import Answer, Interaction, K, ReplayScores, score_replay
+from app.dev.replay.scoring import (
+    DEFAULT_SEEN,
+    Answer,
+    Interaction,
+    K,
+    ReplayScores,
+    score_replay,
+)
 from app.kafka.kafka_config import (
     PRODUCER_QUEUE,
     admin_client,
@@ -545,6 +552,7 @@ def run_replay(
         collector.answers,
         collector.dead,
         history_size=settings.history_size,
+        seen_size=getattr(settings, "seen_size", DEFAULT_SEEN),
         k=K,
         policy=ExclusionPolicy(getattr(settings, "exclude", ExclusionPolicy.SEEN.value)),
     )

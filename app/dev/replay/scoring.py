@@ -22,12 +22,16 @@ from dataclasses import dataclass, field
 
 from app.core.cooccurrence import Cooccurrence
 from app.core.exclusions import ExclusionPolicy, excluded
+from app.core.state import StateLimits
 
 K = 10
 
 LIVE = "live worker"
 COOCCURRENCE = "streaming co-occurrence"
 POPULARITY = "running popularity"
+
+# The distinct items a state remembers as seen (SEEN_SIZE), by default.
+DEFAULT_SEEN = StateLimits().max_seen
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +240,7 @@ def streaming_baselines(
     events: Iterable[Interaction],
     *,
     history_size: int,
+    seen_size: int = DEFAULT_SEEN,
     k: int = K,
     policy: ExclusionPolicy = ExclusionPolicy.SEEN,
 ) -> BaselineLists:
@@ -248,13 +253,15 @@ def streaming_baselines(
       consecutive items, scored from the user's last three (weights 1, 0.5, 0.25), topped up
       to ``k`` from running popularity.
 
-    Both leave out what the worker leaves out (``app.core.exclusions.excluded`` with the user's kept
-    history, their last ``history_size`` items, and the event's own item; every event is a
-    click, so nothing is purchased): the comparison is like for like.
+    Both leave out what the worker leaves out (``app.core.exclusions.excluded`` with the user's
+    seen items, their last ``seen_size`` distinct ones as the state remembers them, and the
+    event's own item; every event is a click, so nothing is purchased): the comparison is like
+    for like.
     """
     co = Cooccurrence()
     popular = RunningPopularity()
     histories: dict[str, deque[str]] = {}
+    seens: dict[str, dict[str, None]] = {}
     co_lists: dict[str, tuple[str, ...]] = {}
     pop_lists: dict[str, tuple[str, ...]] = {}
     for event in events:
@@ -264,8 +271,13 @@ def streaming_baselines(
         elif history:
             co.add(history[-1], event.item)
         history.append(event.item)
+        seen = seens.setdefault(event.user, {})
+        if event.item not in seen:  # app.core.state.apply_event's rule
+            seen[event.item] = None
+            if len(seen) > seen_size:
+                del seen[next(iter(seen))]
         popular.add(event.item)
-        skip = excluded(history, (), event.item, search=False, policy=policy)
+        skip = excluded(seen, (), event.item, search=False, policy=policy)
         by_count = popular.top(k, skip)
         pop_lists[event.event_id] = tuple(by_count)
         recent = list(history)[-3:]
@@ -368,6 +380,7 @@ def score_replay(
     dead: Collection[str] = (),
     *,
     history_size: int,
+    seen_size: int = DEFAULT_SEEN,
     k: int = K,
     policy: ExclusionPolicy = ExclusionPolicy.SEEN,
 ) -> ReplayScores:
@@ -386,7 +399,9 @@ def score_replay(
         {event_id: answer.items for event_id, answer in answers.items()},
         k,
     )
-    baselines = streaming_baselines(events, history_size=history_size, k=k, policy=policy)
+    baselines = streaming_baselines(
+        events, history_size=history_size, seen_size=seen_size, k=k, policy=policy
+    )
     return ReplayScores(
         systems=(
             live,
