@@ -206,7 +206,8 @@ class Settings:
     exclude: str = _field(
         "seen",
         "What a user is never shown (app/core/exclusions.py): seen (after a next-item event, no "
-        "item of the kept history; never a purchase; a search may show seen items) or "
+        "item they interacted with, SEEN_SIZE remembered; never a purchase; a search may show "
+        "seen items) or "
         "purchased (only purchases and the event's own item).",
     )
     candidates: int = _field(200, "Candidates retrieved and scored per event.")

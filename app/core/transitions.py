@@ -14,7 +14,7 @@ counts say nothing, and lets strong evidence of "what people watch next" move an
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,7 +56,7 @@ class BlendParams:
         }
 
     @classmethod
-    def from_dict(cls, doc: dict[str, object]) -> BlendParams:
+    def from_dict(cls, doc: Mapping[str, object]) -> BlendParams:
         unknown = set(doc) - set(cls().as_dict())
         if unknown:
             raise ValueError(f"unknown blend settings {sorted(unknown)}")

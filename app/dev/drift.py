@@ -271,13 +271,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
         phase("1. packaged model, tastes A", before)
-        retrain(env, work / "model-1.1.0", "1.1.0", None)
-        wait_serving(port, "1.1.0")
+        retrain(env, work / "model-1.3.0", "1.3.0", None)
+        wait_serving(port, "1.3.0")
         phase("2. retrained on A", before)
         shifted = time.time_ns() // 1_000_000
         phase("3. tastes shift to B", after)
-        retrain(env, work / "model-1.2.0", "1.2.0", (time.time_ns() // 1_000_000 - shifted) / 1000)
-        wait_serving(port, "1.2.0")
+        retrain(env, work / "model-1.4.0", "1.4.0", (time.time_ns() // 1_000_000 - shifted) / 1000)
+        wait_serving(port, "1.4.0")
         phase("4. retrained on B, hot-reloaded", after)
     finally:
         sim.stop()

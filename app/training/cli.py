@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     train_p = sub.choices["train"]
     train_p.add_argument("--out", type=Path, default=Path("models/seqrank-1"))
     train_p.add_argument("--name", default="seqrank")
-    train_p.add_argument("--version", default="1.1.0")
+    train_p.add_argument("--version", default="1.2.0")
     train_p.add_argument("--epochs", type=int, default=200)
     train_p.add_argument("--lr", type=float, default=1e-3)
     train_p.add_argument("--dim", type=int, default=64)

@@ -43,14 +43,58 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"{t['interactions']} interactions), leave-one-out split, plus "
         f"{t.get('augment', 'no')} sessions over text-only items, {t['epochs_run']} epochs, "
         f"{t['train_seconds']} s on {t['machine']}.\n\n"
-        "## Metrics\n\n" + markdown_table(manifest["metrics"]) + "\n\n"
+        + _blend_text(manifest)
+        + "## Metrics\n\n"
+        + markdown_table(manifest["metrics"])
+        + "\n\n"
         f"Protocol: {manifest['metrics'].get('protocol', '')}.\n\n"
-        "## Sizes\n\n"
+        + _seeds_text(manifest["metrics"].get("seeds"))
+        + "## Sizes\n\n"
         + "".join(
             f"- `{name}`: {size / 1024:.0f} KiB\n" for name, size in manifest["sizes_bytes"].items()
         )
         + "\n![quality against latency](quality_latency.png)\n"
     )
+
+
+def _blend_text(manifest: dict[str, Any]) -> str:
+    blend = manifest.get("blend")
+    if not blend:
+        return ""
+    fit = manifest.get("blend_fit", {})
+    valid, alone = fit.get("valid", {}), fit.get("ranker_only_valid", {})
+    chosen = (
+        f" Chosen by {fit['selected_by']} among {fit.get('configurations', '?')} settings: "
+        f"NDCG@10 {valid['ndcg@10']:.4f} on validation against {alone['ndcg@10']:.4f} for "
+        "the ranker alone."
+        if "selected_by" in fit and "ndcg@10" in valid and "ndcg@10" in alone
+        else ""
+    )
+    return (
+        "Hybrid: the served score is the ranker's plus "
+        f"{blend['alpha']} x log1p(transition signal), the signal summing, over the user's last "
+        f"{blend['recent']} items (weights 1, {blend['recent_decay']}, ...), log1p of how often "
+        f"each candidate came 1 to {blend['window']} positions after that item in the training "
+        f"sequences (`transitions.npz`, the {blend['max_per_item']} strongest successors per "
+        f"item; app.core.transitions).{chosen}\n\n"
+    )
+
+
+def _seeds_text(seeds: dict[str, Any] | None) -> str:
+    if not seeds:
+        return ""
+    rows = [
+        f"Over {len(seeds['seeds'])} training seeds ({', '.join(map(str, seeds['seeds']))}), "
+        "mean ± standard deviation, same protocol:\n",
+        "| model | HR@10 | NDCG@10 |",
+        "|---|---|---|",
+    ]
+    for name, m in seeds["rows"].items():
+        rows.append(
+            f"| {name} | {m['hr@10'][0]:.4f} ± {m['hr@10'][1]:.4f} "
+            f"| {m['ndcg@10'][0]:.4f} ± {m['ndcg@10'][1]:.4f} |"
+        )
+    return "\n".join(rows) + f"\n\n{seeds.get('note', '')}\n\n"
 
 
 def plot_quality_latency(metrics: dict[str, Any], path: Path) -> None:

@@ -27,9 +27,9 @@ from tests.model_packages import nan_scores, versioned_copy
 
 pytestmark = pytest.mark.integration
 
-FIRST = "1.1.0"
-NEXT = "1.2.0"
-BROKEN = "1.3.0"
+FIRST = "1.2.0"
+NEXT = "1.3.0"
+BROKEN = "1.4.0"
 
 
 @pytest.fixture(scope="module")

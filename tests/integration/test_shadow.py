@@ -29,9 +29,9 @@ pytestmark = pytest.mark.integration
 
 WINDOW_S = 2.0
 CATALOG = make_catalog(150, seed=5)
-SERVING = "1.1.0"
-WORSE = "1.1.0-upside-down"
-TWIN = "1.1.1-twin"
+SERVING = "1.2.0"
+WORSE = "1.2.0-upside-down"
+TWIN = "1.2.1-twin"
 USERS = 10
 ROUNDS = 4
 

@@ -27,7 +27,7 @@ from tests.model_packages import (
     write_manifest,
 )
 
-NEXT = "1.2.0"
+NEXT = "1.3.0"
 
 
 def _offer(slot: ModelSlot, package: Path) -> ReloadResult:
@@ -37,7 +37,7 @@ def _offer(slot: ModelSlot, package: Path) -> ReloadResult:
 
 @pytest.fixture(scope="module")
 def next_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A good package one version on: manifest and every ONNX file's stamp say 1.2.0."""
+    """A good package one version on: manifest and every ONNX file's stamp say 1.3.0."""
     return versioned_copy(tmp_path_factory.mktemp("next") / "seqrank", NEXT)
 
 
@@ -166,7 +166,7 @@ BROKEN = [
     (wrong_output_shape, r"scores must be \[batch, candidates\]"),
     (missing_file, "ranker.onnx is missing"),
     (nan_item_vectors, "item encoder gives vectors that are not finite"),
-    (mixed_builds, "different builds: manifest version 1.2.0, item encoder stamped 0.9.0"),
+    (mixed_builds, "different builds: manifest version 1.3.0, item encoder stamped 0.9.0"),
     (other_family, "'otherrank' cannot replace 'seqrank'"),
     (items_is_a_folder, "IsADirectoryError"),
     (variant_not_in_package, "KeyError: 'fp32'"),
@@ -223,7 +223,7 @@ def test_the_serving_version_again_is_a_no_op(
 
 
 def test_check_candidate_refuses_the_serving_version(model: LoadedModel) -> None:
-    with pytest.raises(ModelRejected, match=f"{MODEL}: version 1.1.0 is already serving"):
+    with pytest.raises(ModelRejected, match=f"{MODEL}: version 1.2.0 is already serving"):
         check_candidate(MODEL, serving=model.spec)
 
 

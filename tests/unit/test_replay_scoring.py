@@ -154,11 +154,12 @@ def test_baselines_never_look_ahead() -> None:
             assert prefix.popularity[event.event_id] == full.popularity[event.event_id]
 
 
-def test_baselines_exclude_the_kept_history_only() -> None:
-    # u saw a, then b, c; a is the most popular. With 2 items kept, a is no longer seen.
+def test_baselines_exclude_the_remembered_seen_items_only() -> None:
+    # u saw a, then b, c; a is the most popular. With 2 seen items kept, a is no longer seen;
+    # the kept history's length does not matter (the state remembers seen items beyond it).
     events = stream("w:a", "z:a", "u:a", "u:b", "u:c")
-    short = streaming_baselines(events, history_size=2)
-    long = streaming_baselines(events, history_size=50)
+    short = streaming_baselines(events, history_size=50, seen_size=2)
+    long = streaming_baselines(events, history_size=2)
     assert short.popularity["e4"] == ("a",)
     assert long.popularity["e4"] == ()
     assert "a" in short.cooccurrence["e4"] and "a" not in long.cooccurrence["e4"]
