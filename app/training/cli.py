@@ -78,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from app.core.scoring.package import load_package
     from app.training.export import write_package
     from app.training.onnx_eval import onnx_score_fn, package_score_fn, time_scoring
-    from app.training.train import TrainConfig, torch_score_fn, train
+    from app.training.train import TrainConfig, load_torch, save_torch, torch_score_fn, train
 
     torch.set_num_threads(args.threads)
     data = load_data(args.data, args.cache, args.seed)
@@ -97,14 +97,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         dim=args.dim,
         max_len=args.max_len,
         layers=args.layers,
+        heads=args.heads,
+        ffn=args.ffn,
         dropout=args.dropout,
     )
+    teacher = load_torch(args.teacher) if args.teacher is not None else None
+    if teacher is not None and teacher.cfg.n_items != cfg.n_items:
+        raise SystemExit(f"the teacher knows {teacher.cfg.n_items} items, the data {cfg.n_items}")
     tc = TrainConfig(
         epochs=args.epochs,
         seed=args.seed,
         lr=args.lr,
         weight_decay=args.weight_decay,
         progress=not args.quiet,
+        distill=args.distill if teacher is not None else 0.0,
+        temperature=args.temperature,
     )
     started = time.perf_counter()
     result = train(
@@ -114,7 +121,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         tc,
         eval_split=split,
         content_only_from=content_only_from,
+        teacher=teacher,
     )
+    if args.save_torch is not None:
+        save_torch(result.model, args.save_torch)
     train_s = time.perf_counter() - started
     k = 10
     metrics: dict[str, Any] = {"protocol": f"{PROTOCOL}, k={k}, {args.data}"}
@@ -132,6 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "best_valid": result.best_valid,
         "train_seconds": round(train_s, 1),
         "config": asdict(tc),
+        "teacher": str(args.teacher) if args.teacher is not None else None,
         "machine": f"{platform.machine()} {platform.processor() or ''} threads={args.threads}",
     }
     write_package(
@@ -194,6 +205,42 @@ def fit_transitions(package: Path, split: Split, tables: Any, *, version: str | 
         f" alpha {chosen.alpha}; validation NDCG@10 {fitted.valid['ndcg@10']:.4f} "
         f"(ranker alone {fitted.model_valid['ndcg@10']:.4f}), HR@10 {fitted.valid['hr@10']:.4f} "
         f"({fitted.model_valid['hr@10']:.4f}); {len(fitted.tried)} configurations, {took} s"
+    )
+
+
+# SASRec's figures, trained and tested by this code (python -m app.training sasrec), which
+# ``evaluate`` prints beside the baselines it computes itself (training it takes minutes).
+SASREC_RESULTS = Path("docs/baselines/sasrec-ml100k.json")
+
+
+def cmd_sasrec(args: argparse.Namespace) -> int:
+    import torch
+
+    from app.training.sasrec import SasrecConfig, tune_and_test
+
+    torch.set_num_threads(args.threads)
+    data = load_data(args.data, args.cache, args.seeds[0])
+    split = leave_one_out(data)
+    started = time.perf_counter()
+    found = tune_and_test(
+        split, args.dropouts, args.seeds, SasrecConfig(epochs=args.epochs, max_len=args.max_len)
+    )
+    found["protocol"] = f"{PROTOCOL}, k=10, {args.data}"
+    found["seconds"] = round(time.perf_counter() - started, 1)
+    found["machine"] = f"{platform.machine()} threads={args.threads}"
+    found["evaluated"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(found, indent=2) + "\n", encoding="utf-8")
+    print(sasrec_row(found))
+    return 0
+
+
+def sasrec_row(found: dict[str, Any]) -> str:
+    hr, ndcg = found["test_mean_std"]["hr@10"], found["test_mean_std"]["ndcg@10"]
+    seeds = ", ".join(str(r["seed"]) for r in found["runs"])
+    return (
+        f"| sasrec (dropout {found['config']['dropout']}, seeds {seeds}) "
+        f"| {hr[0]:.4f} ± {hr[1]:.4f} | {ndcg[0]:.4f} ± {ndcg[1]:.4f} |"
     )
 
 
@@ -269,6 +316,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(markdown_table(metrics))
     print(f"\nThe references' protocol ({ALL_SEEN_PROTOCOL}):\n")
     print(markdown_table(seen))
+    if args.sasrec.is_file():
+        found = json.loads(args.sasrec.read_text(encoding="utf-8"))
+        print(
+            f"\nSASRec, trained and tested by this code ({args.sasrec}, from "
+            f"`python -m app.training sasrec`; {found['protocol']}):\n\n"
+            "| model | HR@10 | NDCG@10 |\n|---|---|---|\n" + sasrec_row(found)
+        )
     return 0
 
 
@@ -389,6 +443,16 @@ def main(argv: list[str] | None = None) -> int:
     train_p.add_argument("--max-len", type=int, default=50)
     train_p.add_argument("--layers", type=int, default=2)
     train_p.add_argument("--dropout", type=float, default=0.3)
+    train_p.add_argument("--heads", type=int, default=2)
+    train_p.add_argument("--ffn", type=int, default=128)
+    train_p.add_argument(
+        "--save-torch", type=Path, default=None, help="also save the torch model (to teach)"
+    )
+    train_p.add_argument(
+        "--teacher", type=Path, default=None, help="distil from this torch model (--save-torch)"
+    )
+    train_p.add_argument("--distill", type=float, default=0.5, help="weight of the teacher's loss")
+    train_p.add_argument("--temperature", type=float, default=2.0)
     train_p.add_argument(
         "--augment",
         default="synthetic:1000:400",
@@ -402,6 +466,18 @@ def main(argv: list[str] | None = None) -> int:
     eval_p = sub.choices["evaluate"]
     eval_p.add_argument("--package", type=Path, default=Path("models/seqrank-1"))
     eval_p.add_argument("--output", type=Path, default=None, help="JSON file (and .png plot)")
+    eval_p.add_argument("--sasrec", type=Path, default=SASREC_RESULTS, help="SASRec's figures")
+    sas = sub.add_parser("sasrec", help="train SASRec by this code: dropout chosen on validation")
+    sas.add_argument("--data", default="ml-100k")
+    sas.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    sas.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[42, 43, 44])
+    sas.add_argument(
+        "--dropouts", type=lambda v: [float(x) for x in v.split(",")], default=[0.2, 0.5]
+    )
+    sas.add_argument("--epochs", type=int, default=400)
+    sas.add_argument("--max-len", type=int, default=50)
+    sas.add_argument("--threads", type=int, default=1)
+    sas.add_argument("--output", type=Path, default=SASREC_RESULTS)
     blend_p = sub.add_parser(
         "blend",
         help="fit a package's transition table and blend on validation and add them to it",
@@ -439,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_retrain(args)
     if args.command == "blend":
         return cmd_blend(args)
+    if args.command == "sasrec":
+        return cmd_sasrec(args)
     return cmd_train(args) if args.command == "train" else cmd_evaluate(args)
 
 

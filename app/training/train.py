@@ -7,6 +7,7 @@ import logging
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +39,11 @@ class TrainConfig:
     seed: int = 42
     progress: bool = True
     model: dict[str, int | float] = field(default_factory=dict)
+    # Knowledge distillation from a teacher (train's ``teacher``): the loss is
+    # (1 - distill) * cross-entropy on the next item + distill * T^2 * KL(teacher || student)
+    # over every item's softmax at temperature T, at every position.
+    distill: float = 0.0
+    temperature: float = 1.0
 
 
 def item_text(data: SequenceData, index: int) -> str:
@@ -340,6 +346,33 @@ def torch_score_fn(
     return score
 
 
+def distillation_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """T^2 * KL(teacher || student) of the softmaxes at temperature T, mean over rows; the
+    padding column (index 0, -inf in both) is left out."""
+    t = temperature
+    log_student = torch.log_softmax(student[:, 1:] / t, dim=-1)
+    log_teacher = torch.log_softmax(teacher[:, 1:] / t, dim=-1)
+    kl = torch.nn.functional.kl_div(
+        log_student, log_teacher, log_target=True, reduction="batchmean"
+    )
+    result: Tensor = kl * (t * t)
+    return result
+
+
+def save_torch(model: SequenceRanker, path: Path) -> None:
+    """The trained torch model (config and weights), to teach a student later."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": model.cfg.as_dict(), "state": model.state_dict()}, path)
+
+
+def load_torch(path: Path) -> SequenceRanker:
+    doc = torch.load(path, map_location="cpu", weights_only=True)
+    model = SequenceRanker(ModelConfig(**doc["config"]))
+    model.load_state_dict(doc["state"])
+    model.eval()
+    return model
+
+
 @dataclass
 class TrainResult:
     model: SequenceRanker
@@ -356,9 +389,12 @@ def train(
     *,
     eval_split: Split | None = None,
     content_only_from: int | None = None,
+    teacher: SequenceRanker | None = None,
 ) -> TrainResult:
     """Train on the training sequences; keep the weights with the best validation NDCG@10 on
-    ``eval_split`` (default ``split``), whose items must be the first ones of ``data``."""
+    ``eval_split`` (default ``split``), whose items must be the first ones of ``data``. With a
+    ``teacher`` (trained on the same data and item tables) and ``tc.distill`` above 0, the
+    student also learns the teacher's full distribution over the items at every position."""
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)  # noqa: NPY002 - torch dropout aside, this is the only global RNG
     tables = item_tables(data, split.train, cfg, content_only_from)
@@ -373,6 +409,11 @@ def train(
     best_state = copy.deepcopy(model.state_dict())
     history: list[dict[str, float]] = []
     stale = 0
+    teacher_vectors: Tensor | None = None
+    if teacher is not None and tc.distill > 0:
+        teacher.eval()  # frozen: no dropout, no id dropout, its item vectors computed once
+        with torch.no_grad():
+            teacher_vectors = item_vectors(teacher, tables)
     bar = _progress(tc.epochs, tc.progress, "training")
     for epoch in range(1, tc.epochs + 1):
         model.train()
@@ -382,6 +423,14 @@ def train(
             logits = full_logits(model, tables, batch, vectors, popularity, genres)
             keep = batch.targets > 0
             loss = torch.nn.functional.cross_entropy(logits[keep], batch.targets[keep])
+            if teacher is not None and teacher_vectors is not None:
+                with torch.no_grad():
+                    taught = full_logits(
+                        teacher, tables, batch, teacher_vectors, popularity, genres
+                    )
+                loss = (1.0 - tc.distill) * loss + tc.distill * distillation_loss(
+                    logits[keep], taught[keep], tc.temperature
+                )
             optimizer.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()

@@ -15,7 +15,15 @@ from app.training.export import write_package
 from app.training.model import ExportRanker, ModelConfig
 from app.training.onnx_eval import onnx_score_fn
 from app.training.sequences import SequenceData, Split, leave_one_out, synthetic_sequences
-from app.training.train import TrainConfig, TrainResult, torch_score_fn, train
+from app.training.train import (
+    TrainConfig,
+    TrainResult,
+    distillation_loss,
+    load_torch,
+    save_torch,
+    torch_score_fn,
+    train,
+)
 
 Trained = tuple[TrainResult, SequenceData, Split]
 
@@ -67,3 +75,34 @@ def test_exported_package_matches_torch(trained: Trained, tmp_path: Path) -> Non
     int8 = evaluate(onnx_score_fn(load_package(out, variant="int8"), result.tables), split)
     assert abs(fp32 - reference) < 1e-3
     assert int8["ndcg@10"] > 0.9 * reference
+
+
+def test_distillation_loss_is_zero_for_the_teacher_itself_and_positive_otherwise() -> None:
+    teacher = torch.randn(6, 11)
+    teacher[:, 0] = float("-inf")  # the padding column, as full_logits leaves it
+    assert distillation_loss(teacher, teacher, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    student = teacher.clone()
+    student[:, 1:] = torch.randn(6, 10)
+    assert distillation_loss(student, teacher, 2.0).item() > 0.01
+
+
+def test_a_student_learns_from_a_saved_teacher(trained: Trained, tmp_path: Path) -> None:
+    """The teacher goes through save_torch and load_torch; a smaller student distilled from it
+    trains and beats popularity (the distillation term is finite and drives learning)."""
+    result, data, split = trained
+    save_torch(result.model, tmp_path / "teacher.pt")
+    teacher = load_torch(tmp_path / "teacher.pt")
+    teacher_scores = torch_score_fn(teacher, result.tables)
+    assert np.array_equal(
+        teacher_scores(np.array([0]), [split.history(0, "test")]),
+        torch_score_fn(result.model, result.tables)(np.array([0]), [split.history(0, "test")]),
+    )
+    cfg = ModelConfig(n_items=data.n_items, dim=16, n_buckets=1024, max_len=20, layers=1)
+    config = TrainConfig(
+        epochs=12, eval_every=4, lr=5e-3, patience=3, progress=False, distill=0.5, temperature=2.0
+    )
+    student = train(data, split, cfg, config, teacher=teacher)
+    assert all(np.isfinite(row["loss"]) for row in student.history)
+    got = evaluate(torch_score_fn(student.model, student.tables), split)
+    popular = evaluate(most_popular(split), split)
+    assert got["ndcg@10"] > popular["ndcg@10"], (got, popular)
