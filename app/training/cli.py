@@ -102,6 +102,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         dropout=args.dropout,
     )
     teacher = load_torch(args.teacher) if args.teacher is not None else None
+    init = load_torch(args.init) if args.init is not None else None
+    if init is not None and init.cfg != cfg:
+        raise SystemExit(f"--init {args.init} has another configuration: {init.cfg}")
     if teacher is not None and teacher.cfg.n_items != cfg.n_items:
         raise SystemExit(f"the teacher knows {teacher.cfg.n_items} items, the data {cfg.n_items}")
     tc = TrainConfig(
@@ -122,6 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_split=split,
         content_only_from=content_only_from,
         teacher=teacher,
+        init=init,
     )
     if args.save_torch is not None:
         save_torch(result.model, args.save_torch)
@@ -160,7 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics["ranker_only_fp32"] = evaluate(onnx_score_fn(ranker, result.tables, n), split, k=k)
     for variant in VARIANTS:
         package = load_package(args.out, variant=variant)
-        scorer = package_score_fn(package, result.tables)
+        scorer = package_score_fn(package, result.tables, n_items=n)
         metrics[f"onnx_{variant}"] = evaluate(scorer, split, k=k)
         metrics[f"onnx_{variant}"]["latency"] = time_scoring(args.out, variant)
         metrics[f"onnx_{variant}"]["latency_batched"] = time_scoring(args.out, variant, batch=64)
@@ -242,6 +246,23 @@ def sasrec_row(found: dict[str, Any]) -> str:
         f"| sasrec (dropout {found['config']['dropout']}, seeds {seeds}) "
         f"| {hr[0]:.4f} ± {hr[1]:.4f} | {ndcg[0]:.4f} ± {ndcg[1]:.4f} |"
     )
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from app.training.report import compare_table, plot_models
+
+    models: dict[str, dict[str, Any]] = {}
+    for spec in args.models:
+        label, _, path = spec.partition("=")
+        if not path:
+            raise SystemExit(f"expected LABEL=EVALUATION.json, got {spec!r}")
+        models[label] = json.loads(Path(path).read_text(encoding="utf-8"))
+    print(compare_table(models))
+    if args.plot is not None:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        plot_models(models, args.plot)
+        print(f"\nplot: {args.plot}")
+    return 0
 
 
 def cmd_blend(args: argparse.Namespace) -> int:
@@ -452,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
         "--teacher", type=Path, default=None, help="distil from this torch model (--save-torch)"
     )
     train_p.add_argument("--distill", type=float, default=0.5, help="weight of the teacher's loss")
+    train_p.add_argument(
+        "--init", type=Path, default=None, help="start from this torch model (--save-torch)"
+    )
     train_p.add_argument("--temperature", type=float, default=2.0)
     train_p.add_argument(
         "--augment",
@@ -467,6 +491,11 @@ def main(argv: list[str] | None = None) -> int:
     eval_p.add_argument("--package", type=Path, default=Path("models/seqrank-1"))
     eval_p.add_argument("--output", type=Path, default=None, help="JSON file (and .png plot)")
     eval_p.add_argument("--sasrec", type=Path, default=SASREC_RESULTS, help="SASRec's figures")
+    compare = sub.add_parser(
+        "compare", help="models side by side (scripts/evaluate --output files) and one plot"
+    )
+    compare.add_argument("models", nargs="+", help="LABEL=EVALUATION.json")
+    compare.add_argument("--plot", type=Path, default=None)
     sas = sub.add_parser("sasrec", help="train SASRec by this code: dropout chosen on validation")
     sas.add_argument("--data", default="ml-100k")
     sas.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
@@ -517,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_blend(args)
     if args.command == "sasrec":
         return cmd_sasrec(args)
+    if args.command == "compare":
+        return cmd_compare(args)
     return cmd_train(args) if args.command == "train" else cmd_evaluate(args)
 
 

@@ -90,12 +90,16 @@ def with_transitions(base: ScoreFn, table: Transitions, model_index: NDArray[np.
 
 
 def package_score_fn(
-    model: LoadedModel, tables: ItemTables, ids: NDArray[np.int64] | None = None
+    model: LoadedModel,
+    tables: ItemTables,
+    ids: NDArray[np.int64] | None = None,
+    n_items: int | None = None,
 ) -> ScoreFn:
     """What the worker serves with this package: the ranker, blended with the package's
     transitions when it has them. ``ids``: the package's index of each data item, 0 for those
-    it does not know (default: the data's item indices are the package's)."""
-    base = onnx_score_fn(model, tables, ids=ids)
+    it does not know (default: the data's item indices are the package's); ``n_items`` as in
+    :func:`onnx_score_fn`."""
+    base = onnx_score_fn(model, tables, n_items, ids=ids)
     table = model.spec.transitions
     if table is None:
         return base

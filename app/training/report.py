@@ -128,3 +128,65 @@ def plot_quality_latency(metrics: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def compare_table(models: dict[str, dict[str, Any]]) -> str:
+    """One row per model and variant (``scripts/evaluate --output`` files, by label): quality
+    and scoring latency, and the ranker alone where the file has it."""
+    rows = [
+        "| model | variant | HR@10 | NDCG@10 | median ms, 200 candidates, batch 1 "
+        "| events/s, batch 64 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, metrics in models.items():
+        for variant in VARIANTS:
+            m = metrics.get(f"onnx_{variant}")
+            if not m:
+                continue
+            median = m.get("latency", {}).get("median_ms", float("nan"))
+            rate = m.get("latency_batched", {}).get("events_per_s", float("nan"))
+            rows.append(
+                f"| {label} | {variant.upper()} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} "
+                f"| {_num(median, '.3f')} | {_num(rate, '.0f')} |"
+            )
+        alone = metrics.get("ranker_only_fp32")
+        if alone:
+            rows.append(
+                f"| {label} | ranker alone, FP32 | {alone['hr@10']:.4f} | {alone['ndcg@10']:.4f} "
+                "| n/a | n/a |"
+            )
+    return "\n".join(rows)
+
+
+def plot_models(models: dict[str, dict[str, Any]], path: Path) -> None:
+    """NDCG@10 against scoring latency for every model and variant on one plot (the teacher,
+    the student and the model it would replace, say)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = {"fp32": "o", "int8": "s", "fp16": "^"}
+    for i, (label, metrics) in enumerate(models.items()):
+        colour = f"C{i}"
+        for variant in VARIANTS:
+            m = metrics.get(f"onnx_{variant}")
+            if not m:
+                continue
+            x, y = m["latency"]["median_ms"], m["ndcg@10"]
+            ax.scatter(x, y, s=60, color=colour, marker=markers[variant])
+            ax.annotate(
+                f"{label} {variant.upper()}",
+                (x, y),
+                textcoords="offset points",
+                xytext=(5, 4),
+                fontsize=8,
+            )
+    ax.margins(x=0.3, y=0.15)
+    ax.set_xlabel("median ms per event (200 candidates, batch 1, 1 CPU thread)")
+    ax.set_ylabel("NDCG@10 (test, full ranking, as served)")
+    ax.set_title("Teacher and student: quality against latency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -390,16 +390,20 @@ def train(
     eval_split: Split | None = None,
     content_only_from: int | None = None,
     teacher: SequenceRanker | None = None,
+    init: SequenceRanker | None = None,
 ) -> TrainResult:
     """Train on the training sequences; keep the weights with the best validation NDCG@10 on
     ``eval_split`` (default ``split``), whose items must be the first ones of ``data``. With a
     ``teacher`` (trained on the same data and item tables) and ``tc.distill`` above 0, the
-    student also learns the teacher's full distribution over the items at every position."""
+    student also learns the teacher's full distribution over the items at every position.
+    ``init``: start from these weights (the same configuration) rather than from scratch."""
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)  # noqa: NPY002 - torch dropout aside, this is the only global RNG
     tables = item_tables(data, split.train, cfg, content_only_from)
     evaluated = eval_split if eval_split is not None else split
     model = SequenceRanker(cfg)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
     users = list(split.users) if hasattr(split, "users") else list(range(len(split.train)))
     maker = BatchMaker(data, tables, cfg, split.train, users, tc.pseudo_query_rate, tc.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
