@@ -23,6 +23,7 @@ from app.core.transitions import BlendParams, Transitions
 from app.training.evaluate import KEPT_SEEN, ScoreFn, evaluate
 from app.training.onnx_eval import with_transitions
 from app.training.sequences import Split
+from app.training.stamp import restamp
 
 TRANSITIONS_FILE = "transitions.npz"
 # The search space: small on purpose (943 validation targets do not support a large one).
@@ -117,14 +118,9 @@ def attach(package: Path, table: Transitions, *, version: str | None, fit: dict[
     manifest["blend_fit"] = fit
     names = [TRANSITIONS_FILE]
     if version is not None and version != manifest["version"]:
-        import onnx
-
         onnx_files = [manifest["files"]["item_encoder"], *manifest["files"]["ranker"].values()]
         for name in onnx_files:
-            model = onnx.load(package / name)
-            meta = {p.key: p.value for p in model.metadata_props}
-            onnx.helper.set_model_props(model, {**meta, "liverank.model_version": version})
-            onnx.save(model, package / name)
+            restamp(package / name, version)
         manifest["version"] = version
         names += onnx_files
     for name in names:

@@ -265,7 +265,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_blend(args: argparse.Namespace) -> int:
+def _package_data(args: argparse.Namespace) -> tuple[SequenceData, Split, Any]:
+    """The data set, its split and the item tables the package at ``args.package`` reads."""
     from app.training.train import item_tables
 
     data = load_data(args.data, args.cache, args.seed)
@@ -274,7 +275,12 @@ def cmd_blend(args: argparse.Namespace) -> int:
     cfg = ModelConfig(
         n_items=data.n_items, **{k: v for k, v in manifest["model"].items() if k != "n_items"}
     )
-    fit_transitions(args.package, split, item_tables(data, split.train, cfg), version=args.version)
+    return data, split, item_tables(data, split.train, cfg)
+
+
+def cmd_blend(args: argparse.Namespace) -> int:
+    _data, split, tables = _package_data(args)
+    fit_transitions(args.package, split, tables, version=args.version)
     return 0
 
 
@@ -292,15 +298,8 @@ def _finish_package(out: Path, metrics: dict[str, Any]) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from app.core.scoring.package import load_package
     from app.training.onnx_eval import onnx_score_fn, package_score_fn, time_scoring
-    from app.training.train import item_tables
 
-    data = load_data(args.data, args.cache, args.seed)
-    split = leave_one_out(data)
-    manifest = json.loads((args.package / "manifest.json").read_text(encoding="utf-8"))
-    cfg = ModelConfig(
-        n_items=data.n_items, **{k: v for k, v in manifest["model"].items() if k != "n_items"}
-    )
-    tables = item_tables(data, split.train, cfg)
+    _data, split, tables = _package_data(args)
     metrics: dict[str, Any] = {"protocol": f"{PROTOCOL}, k=10, {args.data}"}
     ranker = load_package(args.package, variant="fp32")
     if ranker.spec.transitions is not None:

@@ -15,6 +15,7 @@ from app.core.codec import SHADOW
 from app.core.scoring.package import MANIFEST
 from app.core.settings import Settings
 from app.streams.model_publish import publish_model
+from app.training.stamp import restamp
 
 SHADOW_SUFFIX = "-shadow"
 
@@ -22,8 +23,6 @@ SHADOW_SUFFIX = "-shadow"
 def restamped_copy(source: Path, destination: Path, version: str) -> Path:
     """A copy of the package at ``source`` whose manifest and ONNX files say ``version`` (the
     checksums updated as a packager would). Needs ``onnx`` (the dev extra)."""
-    import onnx  # the dev and train extras have it; the worker never needs it
-
     if destination.exists():
         shutil.rmtree(destination)
     shutil.copytree(source, destination)
@@ -31,10 +30,7 @@ def restamped_copy(source: Path, destination: Path, version: str) -> Path:
     manifest["version"] = version
     names = [manifest["files"]["item_encoder"], *manifest["files"]["ranker"].values()]
     for name in names:
-        model = onnx.load(destination / name)
-        meta = {p.key: p.value for p in model.metadata_props}
-        onnx.helper.set_model_props(model, {**meta, "liverank.model_version": version})
-        onnx.save(model, destination / name)
+        restamp(destination / name, version)
         manifest["sha256"][name] = hashlib.sha256((destination / name).read_bytes()).hexdigest()
     (destination / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return destination

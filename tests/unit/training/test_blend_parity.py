@@ -9,17 +9,15 @@ from dataclasses import replace
 import numpy as np
 from numpy.typing import NDArray
 
-from app.core.catalog import Catalog
 from app.core.ranking import Ranker, RankingParams
 from app.core.scoring.base import RankInputs
 from app.core.scoring.package import LoadedModel
 from app.core.transitions import BlendParams, Transitions
 from app.training.blend import fit_blend
 from app.training.evaluate import served_exclusions
-from app.training.features import data_items
 from app.training.onnx_eval import with_transitions
 from app.training.sequences import leave_one_out
-from tests.unit.training.test_feature_parity import history_data, served_states
+from tests.unit.training.test_feature_parity import data_catalog, history_data, served_states
 
 
 class ItemScorer:
@@ -36,13 +34,7 @@ class ItemScorer:
 def test_serving_and_evaluation_blend_alike(model: LoadedModel) -> None:
     data = history_data()
     split = leave_one_out(data)
-    counts = np.bincount(np.concatenate(split.train), minlength=data.n_items + 1)
-    items = data_items(data, counts)
-    catalog = Catalog()
-    for item in items:
-        catalog.upsert(item)
-    catalog.publish()
-    index = catalog.index
+    items, index = data_catalog(data, split)
     # The model knows every item by its data index (items.tsv), as the default package does.
     params = BlendParams(alpha=2.0, window=2, recent=3, recent_decay=0.5)
     table = Transitions.build(split.train, data.n_items, params)

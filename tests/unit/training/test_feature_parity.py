@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.core.catalog import Catalog
+from app.core.catalog import Catalog, CatalogIndex
 from app.core.features import CANDIDATE_FEATURES
 from app.core.ranking import TYPE_IDS, Ranker, RankingParams
 from app.core.records import Event, EventType, Item
@@ -18,7 +18,7 @@ from app.core.scoring.package import LoadedModel
 from app.core.state import StateLimits, UserState, apply_event
 from app.training.features import data_items
 from app.training.model import ModelConfig
-from app.training.sequences import SequenceData, leave_one_out
+from app.training.sequences import SequenceData, Split, leave_one_out
 from app.training.train import BatchMaker, item_tables
 
 HOUR_MS = 3_600_000
@@ -80,6 +80,17 @@ def history_data() -> SequenceData:
     )
 
 
+def data_catalog(data: SequenceData, split: Split) -> tuple[list[Item], CatalogIndex]:
+    """The data's items as catalog items (popularity from the training sequences), published."""
+    counts = np.bincount(np.concatenate(split.train), minlength=data.n_items + 1)
+    items = data_items(data, counts)
+    catalog = Catalog()
+    for item in items:
+        catalog.upsert(item)
+    catalog.publish()
+    return items, catalog.index
+
+
 def served_states(
     data: SequenceData, user: int, items: list[Item]
 ) -> list[tuple[UserState, Event]]:
@@ -108,13 +119,7 @@ def test_training_and_serving_give_the_model_equal_inputs(model: LoadedModel, us
     cfg = ModelConfig(n_items=data.n_items, max_len=spec.max_len)
     split = leave_one_out(data)
     tables = item_tables(data, split.train, cfg)
-    counts = np.bincount(np.concatenate(split.train), minlength=data.n_items + 1)
-    items = data_items(data, counts)
-    catalog = Catalog()
-    for item in items:
-        catalog.upsert(item)
-    catalog.publish()
-    index = catalog.index
+    items, index = data_catalog(data, split)
     ranker = Ranker(model.ranker, spec, RankingParams())
     all_rows = np.array([index.row_of[f"m{i}"] for i in range(1, data.n_items + 1)], dtype=np.int32)
     everything = Candidates(
