@@ -239,38 +239,35 @@ class Transitions:
         lo, hi = self.offsets[item], self.offsets[item + 1]
         return self.targets[lo:hi], self.weights[lo:hi]
 
-    def gather(self, recent: Sequence[Sequence[int]], per_item: int | None = None) -> Signal:
-        """The evidence of each user's recent items (model indices, newest first; only the
-        first ``params.recent`` count, 0s and unknown indices are skipped, newest weighing 1,
-        then ``recent_decay``, ...). ``per_item``: only each item's strongest successors."""
+    def gather(self, recent: Sequence[Sequence[int]] | NDArray[np.int64]) -> Signal:
+        """The evidence of each user's recent items (model indices, newest first, one row per
+        user; only the first ``params.recent`` count, 0s and unknown indices are skipped, the
+        newest weighing 1, then ``recent_decay``, ...)."""
         stride = self.n_items + 1
-        decay = self.params.recent_decay
-        rows: list[int] = []
-        sources: list[int] = []
-        factors: list[float] = []
-        for r, items in enumerate(recent):
-            for j, item in enumerate(items[: self.params.recent]):
-                if 0 < item <= self.n_items:
-                    rows.append(r)
-                    sources.append(item)
-                    factors.append(decay**j)
-        src = np.asarray(sources, dtype=np.int64)
+        depth = self.params.recent
+        if isinstance(recent, np.ndarray):
+            matrix = np.asarray(recent[:, :depth], dtype=np.int64)
+        else:
+            matrix = np.zeros((len(recent), depth), dtype=np.int64)
+            for r, items in enumerate(recent):
+                head = items[:depth]
+                matrix[r, : len(head)] = head
+        known = (matrix > 0) & (matrix <= self.n_items)
+        row_of, position = np.nonzero(known)  # row-major: each row's entries together
+        src = matrix[row_of, position]
+        factor = self.params.recent_decay ** position.astype(np.float64)
         starts, ends = self.offsets[src], self.offsets[src + 1]
-        if per_item is not None:
-            ends = np.minimum(ends, starts + per_item)
         lengths = ends - starts
         total = int(lengths.sum())
-        per_row = np.bincount(
-            np.asarray(rows, dtype=np.int64), weights=lengths, minlength=len(recent)
-        )
+        per_row = np.bincount(row_of, weights=lengths, minlength=matrix.shape[0])
         bounds = np.concatenate(([0], np.cumsum(per_row))).astype(np.int64)
         if total == 0:
             return Signal(np.zeros(0, np.int64), np.zeros(0, np.float64), stride, bounds)
         # Every (source, entry) of the CSR slices at once: entry j of slice s is starts[s] + j.
         first = np.cumsum(lengths) - lengths
         entry = np.arange(total) - np.repeat(first, lengths) + np.repeat(starts, lengths)
-        keys = np.repeat(np.asarray(rows, dtype=np.int64), lengths) * stride + self.targets[entry]
-        values = self.weights[entry] * np.repeat(np.asarray(factors, dtype=np.float64), lengths)
+        keys = np.repeat(row_of.astype(np.int64), lengths) * stride + self.targets[entry]
+        values = self.weights[entry] * np.repeat(factor, lengths)
         return Signal(keys, values, stride, bounds)
 
     def to_bytes(self) -> bytes:
