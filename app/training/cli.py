@@ -188,7 +188,7 @@ def fit_transitions(package: Path, split: Split, tables: Any, *, version: str | 
     model_index = np.arange(split.n_items + 1, dtype=np.int64)
     model_index[model_index > n_model] = 0
     started = time.perf_counter()
-    valid = cached_scores(onnx_score_fn(model, tables), split, "valid")
+    valid = cached_scores(onnx_score_fn(model, tables, split.n_items), split, "valid")
     fitted = fit_blend(valid, split, model_index, n_model)
     took = round(time.perf_counter() - started, 1)
     attach(

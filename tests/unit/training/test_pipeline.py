@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +107,35 @@ def test_a_student_learns_from_a_saved_teacher(trained: Trained, tmp_path: Path)
     got = evaluate(torch_score_fn(student.model, student.tables), split)
     popular = evaluate(most_popular(split), split)
     assert got["ndcg@10"] > popular["ndcg@10"], (got, popular)
+
+
+def test_the_train_command_builds_a_hybrid_package_end_to_end(tmp_path: Path) -> None:
+    """scripts/train's path, small: train with augmented text-only items (so the training
+    tables are wider than the evaluated data), export, fit the blend, evaluate every variant."""
+    from app.training.cli import main
+
+    out = tmp_path / "pkg"
+    code = main(
+        [
+            "train",
+            "--data",
+            "synthetic:120:60",
+            "--augment",
+            "synthetic:40:20",
+            "--epochs",
+            "2",
+            "--dim",
+            "16",
+            "--threads",
+            "1",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    package = load_package(out)
+    assert package.spec.transitions is not None
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"ranker_only_fp32", "onnx_fp32", "onnx_int8", "onnx_fp16"} <= set(metrics)
+    assert "blend" in json.loads((out / "manifest.json").read_text())
