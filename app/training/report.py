@@ -169,20 +169,19 @@ def plot_models(models: dict[str, dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     markers = {"fp32": "o", "int8": "s", "fp16": "^"}
     for i, (label, metrics) in enumerate(models.items()):
-        colour = f"C{i}"
         for variant in VARIANTS:
             m = metrics.get(f"onnx_{variant}")
             if not m:
                 continue
-            x, y = m["latency"]["median_ms"], m["ndcg@10"]
-            ax.scatter(x, y, s=60, color=colour, marker=markers[variant])
-            ax.annotate(
-                f"{label} {variant.upper()}",
-                (x, y),
-                textcoords="offset points",
-                xytext=(5, 4),
-                fontsize=8,
+            ax.scatter(
+                m["latency"]["median_ms"],
+                m["ndcg@10"],
+                s=60,
+                color=f"C{i}",
+                marker=markers[variant],
+                label=f"{label} {variant.upper()}",
             )
+    ax.legend(fontsize=8, loc="best")
     ax.margins(x=0.3, y=0.15)
     ax.set_xlabel("median ms per event (200 candidates, batch 1, 1 CPU thread)")
     ax.set_ylabel("NDCG@10 (test, full ranking, as served)")
