@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -263,8 +263,24 @@ def test_every_emitted_record_validates_against_schemas(
     # could share a micro-batch, and a user's earlier triggers in a batch are coalesced).
     recs_for(kafka, settings, [d["event_id"] for d in docs[1:3]])
     send(kafka, settings, docs[3])
+    # One record of this test's own for the dead-letter topic, so the test needs no other.
+    broken = kafka.produce(settings.topic_events, user.encode(), b'{"user_id": "contract"')
     recs_for(kafka, settings, [d["event_id"] for d in docs[1:]])
-    checked = 0
+    # Each topic is read until this test's own records are there: the topics have several
+    # partitions, so the first records read may all come from other partitions.
+    purchase_id = docs[-1]["event_id"].encode()
+    mine: dict[str, Callable[[list[Record]], bool]] = {
+        settings.topic_recommendations: lambda rs: (
+            sum(d["event_id"].encode() in (r.value or b"") for d in docs[1:] for r in rs) >= 3
+        ),
+        settings.topic_feedback: lambda rs: any(purchase_id in (r.value or b"") for r in rs),
+        settings.topic_dead_letters: lambda rs: any(
+            orjson.loads(r.value or b"{}").get("offset") == broken.offset
+            and orjson.loads(r.value or b"{}").get("partition") == broken.partition
+            for r in rs
+        ),
+    }
+    checked: dict[str, list[dict[str, Any]]] = {}
     for topic, schema in (
         (settings.topic_recommendations, "recommendation"),
         (settings.topic_feedback, "feedback"),
@@ -273,15 +289,14 @@ def test_every_emitted_record_validates_against_schemas(
         validator = jsonschema.Draft7Validator(
             load_schema(schema), format_checker=jsonschema.FormatChecker()
         )
-        for record in kafka.read_until(topic, lambda rs: len(rs) > 0):
-            validator.validate(orjson.loads(record.value or b"{}"))
-            checked += 1
-    assert checked > 10
-    feedback = [
-        orjson.loads(r.value or b"{}")
-        for r in kafka.read_until(settings.topic_feedback, lambda rs: len(rs) > 0)
-    ]
-    purchase = next(f for f in feedback if f["event_id"] == docs[-1]["event_id"])
+        records = [orjson.loads(r.value or b"{}") for r in kafka.read_until(topic, mine[topic])]
+        for doc in records:
+            validator.validate(doc)
+        checked[topic] = records
+    assert sum(len(rs) for rs in checked.values()) >= 5
+    purchase = next(
+        f for f in checked[settings.topic_feedback] if f["event_id"] == docs[-1]["event_id"]
+    )
     # Attribution: the purchase follows the add_to_cart's recommendation.
     assert purchase["last_recommendation"]["event_id"] == docs[2]["event_id"]
 
