@@ -295,6 +295,27 @@ def _finish_package(out: Path, metrics: dict[str, Any]) -> None:
     plot_quality_latency(metrics, out / "quality_latency.png")
 
 
+def cmd_seeds(args: argparse.Namespace) -> int:
+    """Put the mean ± std over several seeds' evaluations into a package's metrics and card."""
+    from app.training.report import seed_summary
+
+    runs: dict[int, dict[str, Any]] = {}
+    for spec in args.evaluations:
+        seed, _, path = spec.partition("=")
+        if not path or not seed.isdigit():
+            raise SystemExit(f"expected SEED=EVALUATION.json, got {spec!r}")
+        runs[int(seed)] = json.loads(Path(path).read_text(encoding="utf-8"))
+    manifest = json.loads((args.package / "manifest.json").read_text(encoding="utf-8"))
+    metrics = dict(manifest.get("metrics") or {})
+    try:
+        metrics["seeds"] = seed_summary(runs, note=args.note)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
+    _finish_package(args.package, metrics)
+    print((args.package / "MODEL_CARD.md").read_text(encoding="utf-8"))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from app.core.scoring.package import load_package
     from app.training.onnx_eval import onnx_score_fn, package_score_fn, time_scoring
@@ -517,6 +538,12 @@ def main(argv: list[str] | None = None) -> int:
     blend_p.add_argument(
         "--version", default=None, help="restamp the package as this version (needs onnx)"
     )
+    seeds_p = sub.add_parser(
+        "seeds", help="mean ± std over several seeds' evaluations, into a package's model card"
+    )
+    seeds_p.add_argument("evaluations", nargs="+", help="SEED=EVALUATION.json (scripts/evaluate)")
+    seeds_p.add_argument("--package", type=Path, default=Path("models/seqrank-1"))
+    seeds_p.add_argument("--note", default="", help="how each seed was made, for the card")
     retrain = sub.add_parser(
         "retrain", help="train on the stream, compare with the serving model, publish if better"
     )
@@ -547,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_sasrec(args)
     if args.command == "compare":
         return cmd_compare(args)
+    if args.command == "seeds":
+        return cmd_seeds(args)
     return cmd_train(args) if args.command == "train" else cmd_evaluate(args)
 
 

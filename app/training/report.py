@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,31 @@ def _blend_text(manifest: dict[str, Any]) -> str:
         f"sequences (`transitions.npz`, the {blend['max_per_item']} strongest successors per "
         f"item; app.core.transitions).{chosen}\n\n"
     )
+
+
+SEED_ROWS = ("ranker_only_fp32", "onnx_fp32", "onnx_int8", "onnx_fp16")
+
+
+def seed_summary(
+    runs: Mapping[int, Mapping[str, Any]], note: str = "", rows: Sequence[str] = SEED_ROWS
+) -> dict[str, Any]:
+    """Mean and sample standard deviation of HR@10 and NDCG@10 over evaluations of several
+    training seeds (``scripts/evaluate --output`` files, by seed), for the model card."""
+    if len(runs) < 2:
+        raise ValueError(f"a spread needs at least two seeds, got {len(runs)}")
+    present = [row for row in rows if all(row in run for run in runs.values())]
+    if not present:
+        raise ValueError(f"no row of {list(rows)} is in every evaluation")
+    summary: dict[str, Any] = {}
+    for row in present:
+        summary[row] = {
+            key: [
+                statistics.mean(float(run[row][key]) for run in runs.values()),
+                statistics.stdev(float(run[row][key]) for run in runs.values()),
+            ]
+            for key in ("hr@10", "ndcg@10")
+        }
+    return {"seeds": sorted(runs), "rows": summary, "note": note}
 
 
 def _seeds_text(seeds: dict[str, Any] | None) -> str:

@@ -139,3 +139,16 @@ def test_the_train_command_builds_a_hybrid_package_end_to_end(tmp_path: Path) ->
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"ranker_only_fp32", "onnx_fp32", "onnx_int8", "onnx_fp16"} <= set(metrics)
     assert "blend" in json.loads((out / "manifest.json").read_text())
+
+    # The card's spread over seeds comes from the seeds' evaluation files (`seeds` command).
+    evaluations = []
+    for seed, ndcg in ((1, 0.10), (2, 0.12), (3, 0.14)):
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps({"onnx_fp32": {"hr@10": 0.2, "ndcg@10": ndcg}}))
+        evaluations.append(f"{seed}={path}")
+    assert main(["seeds", "--package", str(out), "--note", "made by hand", *evaluations]) == 0
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "| onnx_fp32 | 0.2000 ± 0.0000 | 0.1200 ± 0.0200 |" in card
+    assert "made by hand" in card
+    kept = json.loads((out / "metrics.json").read_text())
+    assert kept["seeds"]["seeds"] == [1, 2, 3] and "onnx_int8" in kept  # earlier metrics kept
