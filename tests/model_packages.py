@@ -14,10 +14,20 @@ import onnx
 from app.core.scoring.package import MANIFEST
 from tests.conftest import MODEL
 
+# The version of the package in models/ (the one a fresh worker serves).
+SHIPPED = json.loads((MODEL / MANIFEST).read_text())["version"]
+
 
 def manifest_of(package: Path) -> dict[str, Any]:
     manifest: dict[str, Any] = json.loads((package / MANIFEST).read_text())
     return manifest
+
+
+def later(version: str, steps: int = 1) -> str:
+    """``steps`` minor versions after ``version`` (1.2.0, 2 steps: 1.4.0), for packages that
+    must be newer than the shipped one, whatever it is."""
+    major, minor, *_ = version.split(".")
+    return f"{major}.{int(minor) + steps}.0"
 
 
 def write_manifest(package: Path, manifest: dict[str, Any]) -> None:

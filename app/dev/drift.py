@@ -270,14 +270,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
 
+        # Each retrained model one minor version after the one before, whatever ships.
+        shipped = orjson.loads((settings.model_path / "manifest.json").read_bytes())["version"]
+        major, minor = shipped.split(".")[:2]
+        first, second = (f"{major}.{int(minor) + step}.0" for step in (1, 2))
         phase("1. packaged model, tastes A", before)
-        retrain(env, work / "model-1.3.0", "1.3.0", None)
-        wait_serving(port, "1.3.0")
+        retrain(env, work / f"model-{first}", first, None)
+        wait_serving(port, first)
         phase("2. retrained on A", before)
         shifted = time.time_ns() // 1_000_000
         phase("3. tastes shift to B", after)
-        retrain(env, work / "model-1.4.0", "1.4.0", (time.time_ns() // 1_000_000 - shifted) / 1000)
-        wait_serving(port, "1.4.0")
+        retrain(
+            env, work / f"model-{second}", second, (time.time_ns() // 1_000_000 - shifted) / 1000
+        )
+        wait_serving(port, second)
         phase("4. retrained on B, hot-reloaded", after)
     finally:
         sim.stop()

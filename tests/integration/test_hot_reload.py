@@ -23,13 +23,13 @@ from tests.integration.test_faults import (
     wait_for,
 )
 from tests.integration.worker_process import WorkerProcess, isolated_settings
-from tests.model_packages import nan_scores, versioned_copy
+from tests.model_packages import SHIPPED, later, nan_scores, versioned_copy
 
 pytestmark = pytest.mark.integration
 
-FIRST = "1.2.0"
-NEXT = "1.3.0"
-BROKEN = "1.4.0"
+FIRST = SHIPPED
+NEXT = later(SHIPPED)
+BROKEN = later(SHIPPED, 2)
 
 
 @pytest.fixture(scope="module")

@@ -23,15 +23,16 @@ from app.dev.synthetic import make_catalog
 from tests.integration.kafka_io import KafkaIO
 from tests.integration.test_attribution import attribution
 from tests.integration.worker_process import ROOT, WorkerProcess, isolated_settings, running_worker
-from tests.model_packages import negated_scores, versioned_copy
+from tests.model_packages import SHIPPED, negated_scores, versioned_copy
 
 pytestmark = pytest.mark.integration
 
 WINDOW_S = 2.0
 CATALOG = make_catalog(150, seed=5)
-SERVING = "1.2.0"
-WORSE = "1.2.0-upside-down"
-TWIN = "1.2.1-twin"
+SERVING = SHIPPED
+WORSE = f"{SHIPPED}-upside-down"
+_MAJOR, _MINOR, _PATCH = SHIPPED.split(".")
+TWIN = f"{_MAJOR}.{_MINOR}.{int(_PATCH) + 1}-twin"  # one patch on: promotable
 USERS = 10
 ROUNDS = 4
 

@@ -18,8 +18,10 @@ from app.core.scoring.gate import ModelRejected, ModelSlot, ReloadResult, check_
 from app.core.scoring.package import LoadedModel
 from tests.conftest import MODEL
 from tests.model_packages import (
+    SHIPPED,
     after,
     edit_onnx,
+    later,
     manifest_of,
     rehash,
     stamp,
@@ -27,7 +29,7 @@ from tests.model_packages import (
     write_manifest,
 )
 
-NEXT = "1.3.0"
+NEXT = later(SHIPPED)
 
 
 def _offer(slot: ModelSlot, package: Path) -> ReloadResult:
@@ -37,7 +39,7 @@ def _offer(slot: ModelSlot, package: Path) -> ReloadResult:
 
 @pytest.fixture(scope="module")
 def next_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A good package one version on: manifest and every ONNX file's stamp say 1.3.0."""
+    """A good package one version on: manifest and every ONNX file's stamp say NEXT."""
     return versioned_copy(tmp_path_factory.mktemp("next") / "seqrank", NEXT)
 
 
@@ -166,7 +168,7 @@ BROKEN = [
     (wrong_output_shape, r"scores must be \[batch, candidates\]"),
     (missing_file, "ranker.onnx is missing"),
     (nan_item_vectors, "item encoder gives vectors that are not finite"),
-    (mixed_builds, "different builds: manifest version 1.3.0, item encoder stamped 0.9.0"),
+    (mixed_builds, f"different builds: manifest version {NEXT}, item encoder stamped 0.9.0"),
     (other_family, "'otherrank' cannot replace 'seqrank'"),
     (items_is_a_folder, "IsADirectoryError"),
     (variant_not_in_package, "KeyError: 'fp32'"),
@@ -223,7 +225,7 @@ def test_the_serving_version_again_is_a_no_op(
 
 
 def test_check_candidate_refuses_the_serving_version(model: LoadedModel) -> None:
-    with pytest.raises(ModelRejected, match=f"{MODEL}: version 1.2.0 is already serving"):
+    with pytest.raises(ModelRejected, match=f"{MODEL}: version {SHIPPED} is already serving"):
         check_candidate(MODEL, serving=model.spec)
 
 
