@@ -166,8 +166,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         package = load_package(args.out, variant=variant)
         scorer = package_score_fn(package, result.tables, n_items=n)
         metrics[f"onnx_{variant}"] = evaluate(scorer, split, k=k)
-        metrics[f"onnx_{variant}"]["latency"] = time_scoring(args.out, variant)
-        metrics[f"onnx_{variant}"]["latency_batched"] = time_scoring(args.out, variant, batch=64)
+        metrics[f"onnx_{variant}"]["latency"] = time_scoring(
+            args.out, variant, repeats=args.timing_repeats
+        )
+        metrics[f"onnx_{variant}"]["latency_batched"] = time_scoring(
+            args.out, variant, batch=64, repeats=args.timing_repeats
+        )
     _finish_package(args.out, metrics)
     print(markdown_table(metrics))
     return 0
@@ -333,9 +337,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         metrics[f"onnx_{variant}"] = evaluate(
             package_score_fn(package, tables), split, k=10, progress=not args.quiet
         )
-        metrics[f"onnx_{variant}"]["latency"] = time_scoring(args.package, variant)
+        metrics[f"onnx_{variant}"]["latency"] = time_scoring(
+            args.package, variant, repeats=args.timing_repeats
+        )
         metrics[f"onnx_{variant}"]["latency_batched"] = time_scoring(
-            args.package, variant, batch=64
+            args.package, variant, batch=64, repeats=args.timing_repeats
         )
     metrics.update(baselines(split, 10))
     seen: dict[str, Any] = {"protocol": f"{ALL_SEEN_PROTOCOL}, k=10, {args.data}"}
@@ -474,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
         p.add_argument("--seed", type=int, default=42)
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument(
+            "--timing-repeats", type=int, default=300, help="timed scoring calls per variant"
+        )
     train_p = sub.choices["train"]
     train_p.add_argument("--out", type=Path, default=Path("models/seqrank-1"))
     train_p.add_argument("--name", default="seqrank")

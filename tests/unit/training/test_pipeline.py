@@ -129,6 +129,8 @@ def test_the_train_command_builds_a_hybrid_package_end_to_end(tmp_path: Path) ->
             "--threads",
             "1",
             "--quiet",
+            "--timing-repeats",
+            "5",
             "--out",
             str(out),
         ]
@@ -152,3 +154,40 @@ def test_the_train_command_builds_a_hybrid_package_end_to_end(tmp_path: Path) ->
     assert "made by hand" in card
     kept = json.loads((out / "metrics.json").read_text())
     assert kept["seeds"]["seeds"] == [1, 2, 3] and "onnx_int8" in kept  # earlier metrics kept
+
+
+def test_the_distillation_recipe_script_runs_and_reuses_its_teacher(tmp_path: Path) -> None:
+    """scripts/train-distilled, tiny: teacher (two stages), then a one-block student with its
+    blend; a second seed reuses the teacher."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[3]
+    work = tmp_path / "work"
+
+    def recipe(seed: int) -> str:
+        done = subprocess.run(
+            [
+                str(root / "scripts" / "train-distilled"),
+                *("--data", "synthetic:80:40", "--seed", str(seed), "--version", "7.7.0"),
+                *("--teacher-epochs", "1", "--teacher-more", "1", "--epochs", "1"),
+                *("--work", str(work), "--out", str(tmp_path / f"student-{seed}")),
+                *("--", "--augment", "none", "--quiet", "--timing-repeats", "5"),
+            ],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stderr
+
+    first = recipe(1)
+    assert "teacher, 1 epochs" in first and (work / "teacher.pt").is_file()
+    manifest = json.loads((tmp_path / "student-1" / "manifest.json").read_text())
+    assert manifest["version"] == "7.7.0" and manifest["model"]["layers"] == 1
+    assert manifest["training"]["teacher"] == str(work / "teacher.pt")
+    assert "blend" in manifest
+    assert load_torch(work / "teacher.pt").cfg.layers == 3
+    assert "reusing the teacher" in recipe(2)
+    assert (work / "student-2.pt").is_file()
