@@ -36,7 +36,9 @@ def model_card(manifest: dict[str, Any]) -> str:
     return (
         f"# {manifest['name']} {manifest['version']}\n\n"
         f"Created {manifest['created']} by `scripts/train` (seed {t['seed']}).\n\n"
-        "Sequence-aware ranker: self-attention over the user's last "
+        + _teacher_text(t)
+        + "Sequence-aware ranker: "
+        f"{_blocks(manifest['model'].get('layers', 2))} of self-attention over the user's last "
         f"{manifest['model']['max_len']} interactions (item vectors = id embedding + hashed text "
         "terms), plus hashed query terms and dense user features, scored against candidate "
         "vectors by a dot product plus a linear head over "
@@ -56,6 +58,23 @@ def model_card(manifest: dict[str, Any]) -> str:
             f"- `{name}`: {size / 1024:.0f} KiB\n" for name, size in manifest["sizes_bytes"].items()
         )
         + "\n![quality against latency](quality_latency.png)\n"
+    )
+
+
+def _blocks(layers: int) -> str:
+    return "one block" if layers == 1 else f"{layers} blocks"
+
+
+def _teacher_text(training: dict[str, Any]) -> str:
+    teacher = training.get("teacher")
+    if not teacher:
+        return ""
+    cfg = training.get("config", {})
+    weight, temperature = cfg.get("distill", "?"), cfg.get("temperature", "?")
+    return (
+        f"Distilled from the teacher `{teacher}`: loss (1 - {weight}) x cross-entropy + "
+        f"{weight} x T^2 x KL(teacher || student) over every item at every position, "
+        f"T = {temperature}.\n\n"
     )
 
 
