@@ -33,7 +33,11 @@ def test_jazz_clicks_rank_jazz_first(
     state = play(music_catalog, events)
     (rec,) = rank(music_catalog.index, model.ranker, model.spec, [(state, events[-1])], PARAMS)
     categories = [music_catalog.index.item(i.item_id).category for i in rec.items]  # type: ignore[union-attr]
-    assert categories == ["jazz"] * 5
+    # Items the model knows only by their text: the clicks and the search lead, popularity
+    # (rock) does not. 1.2.0 ranked five jazz items of five here; 1.3.0, one attention block,
+    # ranks a classical item fourth (docs/model.md, "Items known only by their text").
+    assert categories[0] == "jazz" and categories.count("jazz") >= 4
+    assert "rock" not in categories
     assert "jazz-6" not in [i.item_id for i in rec.items]  # the item just clicked
     assert rec.kind == "next_items"
     assert rec.model_version == model.spec.version
