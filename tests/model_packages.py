@@ -23,13 +23,6 @@ def manifest_of(package: Path) -> dict[str, Any]:
     return manifest
 
 
-def later(version: str, steps: int = 1) -> str:
-    """``steps`` minor versions after ``version`` (1.2.0, 2 steps: 1.4.0), for packages that
-    must be newer than the shipped one, whatever it is."""
-    major, minor, *_ = version.split(".")
-    return f"{major}.{int(minor) + steps}.0"
-
-
 def write_manifest(package: Path, manifest: dict[str, Any]) -> None:
     (package / MANIFEST).write_text(json.dumps(manifest, indent=2))
 

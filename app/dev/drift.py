@@ -34,6 +34,7 @@ from app.dev.synthetic import GENRES, make_catalog
 from app.kafka.kafka_config import client_config, keyed_by_user, reader_config
 from app.kafka.topic_reader import read_topic
 from app.kafka.topics import create_topics
+from app.training.stream import next_version
 
 ROOT = Path(__file__).resolve().parents[2]
 GENRE_LIST = sorted(GENRES)
@@ -272,8 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # Each retrained model one minor version after the one before, whatever ships.
         shipped = orjson.loads((settings.model_path / "manifest.json").read_bytes())["version"]
-        major, minor = shipped.split(".")[:2]
-        first, second = (f"{major}.{int(minor) + step}.0" for step in (1, 2))
+        first = next_version(shipped)
+        second = next_version(first)
         phase("1. packaged model, tastes A", before)
         retrain(env, work / f"model-{first}", first, None)
         wait_serving(port, first)

@@ -13,6 +13,7 @@ import pytest
 
 from app.core.codec import ModelUpdate, encode_model_update
 from app.core.settings import Settings
+from app.training.stream import next_version
 from tests.integration.kafka_io import KafkaIO
 from tests.integration.test_faults import (
     answered_ids,
@@ -23,13 +24,13 @@ from tests.integration.test_faults import (
     wait_for,
 )
 from tests.integration.worker_process import WorkerProcess, isolated_settings
-from tests.model_packages import SHIPPED, later, nan_scores, versioned_copy
+from tests.model_packages import SHIPPED, nan_scores, versioned_copy
 
 pytestmark = pytest.mark.integration
 
 FIRST = SHIPPED
-NEXT = later(SHIPPED)
-BROKEN = later(SHIPPED, 2)
+NEXT = next_version(SHIPPED)
+BROKEN = next_version(NEXT)
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,12 @@ from numpy.typing import NDArray
 from app.core.scoring.base import RankInputs
 from app.core.scoring.gate import ModelRejected, ModelSlot, ReloadResult, check_candidate
 from app.core.scoring.package import LoadedModel
+from app.training.stream import next_version as minor_after
 from tests.conftest import MODEL
 from tests.model_packages import (
     SHIPPED,
     after,
     edit_onnx,
-    later,
     manifest_of,
     rehash,
     stamp,
@@ -29,7 +29,7 @@ from tests.model_packages import (
     write_manifest,
 )
 
-NEXT = later(SHIPPED)
+NEXT = minor_after(SHIPPED)
 
 
 def _offer(slot: ModelSlot, package: Path) -> ReloadResult:
