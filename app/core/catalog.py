@@ -15,6 +15,7 @@ from typing import Any, overload
 import numpy as np
 from numpy.typing import NDArray
 
+from app.core.item_neighbours import NEIGHBOURS, ItemNeighbours
 from app.core.records import Item
 from app.core.settings import Settings
 from app.core.text import tokenize
@@ -66,6 +67,8 @@ class IndexOptions:
     posting_limit: int = 2000
     exact_below: int = 50_000
     nprobe: int = 0  # 0: the IVF index's own default
+    # Rows per item-to-item neighbour list (app.core.item_neighbours); 0: none.
+    item_neighbours: int = NEIGHBOURS
 
 
 def index_options(settings: Settings) -> IndexOptions:
@@ -73,7 +76,22 @@ def index_options(settings: Settings) -> IndexOptions:
         posting_limit=settings.posting_limit,
         exact_below=settings.ann_exact_below,
         nprobe=settings.ann_nprobe,
+        item_neighbours=settings.item_neighbours,
     )
+
+
+def _searches(
+    vectors: NDArray[np.float32], options: IndexOptions
+) -> tuple[VectorIndex, ItemNeighbours | None]:
+    """The search over ``vectors`` and the neighbour lists built with it (small catalogs: every
+    list now, in the building thread; large ones: on first use)."""
+    search = build_vector_index(
+        vectors, exact_below=options.exact_below, nprobe=options.nprobe or None
+    )
+    lists = None
+    if options.item_neighbours > 0 and len(vectors):
+        lists = ItemNeighbours(vectors, search, options.item_neighbours)
+    return search, lists
 
 
 # Strings are stored as UTF-8; "surrogatepass" keeps any Python str (a JSON "\ud800" escape
@@ -595,6 +613,9 @@ class CatalogIndex:
     # The same rows with the shadow model's item vectors (Catalog.set_shadow), published with
     # them in one swap: the shadow ranks a batch against the catalog the serving model sees.
     shadow: CatalogIndex | None = None
+    # Each row's nearest rows by ``vectors`` (app.core.item_neighbours): "similar items" from
+    # the recent items' lists; None: a search of the whole matrix per event (ITEM_NEIGHBOURS=0).
+    item_lists: ItemNeighbours | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -687,6 +708,7 @@ class CatalogIndex:
                 category_rows[name] = _readonly(
                     by_code[bounds[code] : bounds[code + 1]].astype(np.int32)
                 )
+        search, lists = _searches(vectors, options)
         ids: Sequence[str]
         row_of: Mapping[str, int]
         known: Mapping[str, Item]
@@ -708,9 +730,8 @@ class CatalogIndex:
             known=known,
             positions=positions,
             vectors=vectors,
-            neighbours=build_vector_index(
-                vectors, exact_below=options.exact_below, nprobe=options.nprobe or None
-            ),
+            neighbours=search,
+            item_lists=lists,
             category_codes=codes,
             category_code=category_code,
             popularity=popularity,
@@ -871,12 +892,12 @@ def _shadow_of(
         matrix[rows] = vectors
     if matrix is None:  # an empty catalog
         matrix = np.ascontiguousarray(vectorizer([]), dtype=np.float32)
+    search, lists = _searches(matrix, options)
     return dataclasses.replace(
         index,
         vectors=matrix,
-        neighbours=build_vector_index(
-            matrix, exact_below=options.exact_below, nprobe=options.nprobe or None
-        ),
+        neighbours=search,
+        item_lists=lists,
         encoder_tag=tag,
         shadow=None,
     )

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from app.core import exclusions
 from app.core.catalog import CatalogIndex
 from app.core.exclusions import ExclusionPolicy
+from app.core.item_neighbours import ItemNeighbours, similar_rows
 from app.core.records import Event, EventType
 from app.core.state import UserState
 from app.core.text import tokenize
@@ -266,7 +267,9 @@ def retrieve_batch(
         raise ValueError(f"scratch has {seen.shape[0]} rows, the index {len(index)}")
     excluded = [excluded_rows(index, r, policy) for r in requests]
     nearest: list[NDArray[np.int32] | None] = [None] * len(requests)
-    if similar and len(index):
+    if similar and len(index) and index.item_lists is not None:
+        nearest = similar_from_lists(index, index.item_lists, requests)
+    elif similar and len(index):
         profiles = [user_profile(index, r.state) for r in requests]
         wanted = [i for i, p in enumerate(profiles) if p is not None]
         if wanted:
@@ -279,6 +282,30 @@ def retrieve_batch(
         _assemble(index, r, excluded[i], nearest[i], limit, seen, quota)
         for i, r in enumerate(requests)
     ]
+
+
+def similar_from_lists(
+    index: CatalogIndex, lists: ItemNeighbours, requests: Sequence[Request]
+) -> list[NDArray[np.int32] | None]:
+    """Per request, the rows most like its recent items (app.core.item_neighbours), from one
+    lookup of the batch's recent rows' neighbour lists; None without recent items."""
+    recent = [history_rows(index, r.state, PROFILE_DEPTH) for r in requests]
+    flat = np.fromiter(itertools.chain.from_iterable(recent), dtype=np.int32)
+    if flat.size == 0:
+        return [None] * len(requests)
+    found = lists.lists(flat)
+    out: list[NDArray[np.int32] | None] = []
+    at = 0
+    for rows in recent:
+        n = len(rows)
+        if not n:
+            out.append(None)
+            continue
+        out.append(
+            similar_rows(lists, index.vectors, flat[at : at + n], _WEIGHTS[n], found[at : at + n])
+        )
+        at += n
+    return out
 
 
 def retrieve(

@@ -255,6 +255,12 @@ class Settings:
         50_000, "Catalogs smaller than this use exact similarity search; larger ones an IVF index."
     )
     ann_nprobe: int = _field(0, "IVF lists probed per query; 0 picks the index's default.")
+    item_neighbours: int = _field(
+        128,
+        "Nearest items kept per item (built with the catalog below 20,000 items, on first use "
+        "above): similar items come from the user's recent items' lists instead of a search "
+        "of the whole catalog per event; 0 searches the catalog per event.",
+    )
     posting_limit: int = _field(
         2000, "Most items kept per query token (most popular first); bounds search cost."
     )
@@ -358,9 +364,11 @@ class Settings:
             or self.deadline_ms < 0
             or self.ann_nprobe < 0
             or self.state_cache_users < 0
+            or self.item_neighbours < 0
         ):
             raise SettingsError(
-                "batch_wait_ms, deadline_ms, ann_nprobe and state_cache_users must not be negative"
+                "batch_wait_ms, deadline_ms, ann_nprobe, state_cache_users and item_neighbours "
+                "must not be negative"
             )
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(
