@@ -9,6 +9,7 @@ ways gives equal inputs, so what the model learned is what it is served.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -77,6 +78,54 @@ def genre_match(
     hit = np.where(user_codes[pos] == member, values[pos], np.float32(0.0))
     sums = np.bincount(owner, weights=hit / lengths[owner], minlength=rows.shape[0])
     out[:] = sums
+    return out
+
+
+def genre_match_batch(
+    index: CatalogIndex,
+    rows: Sequence[NDArray[np.int32]],
+    affinities: Sequence[dict[str, float]],
+) -> NDArray[np.float32]:
+    """:func:`genre_match` of each request's candidate ``rows`` and ``affinities``, for a whole
+    batch in one pass (the lists concatenated, in order): a handful of numpy calls per batch
+    instead of per event. tests/unit/test_features_batch.py checks it equals the per-request
+    function."""
+    sizes = np.fromiter((r.shape[0] for r in rows), dtype=np.int64, count=len(rows))
+    total_rows = int(sizes.sum())
+    out = np.zeros(total_rows, dtype=np.float32)
+    codes = index.genre_code
+    n_codes = max(1, len(codes))
+    # Each request's known genres as keys b * n_codes + code, sorted, with their affinities.
+    keys: list[int] = []
+    values: list[float] = []
+    for b, affinity in enumerate(affinities):
+        base = b * n_codes
+        for genre, value in affinity.items():
+            code = codes.get(genre)
+            if code is not None:
+                keys.append(base + code)
+                values.append(value)
+    if not keys or total_rows == 0:
+        return out
+    user_keys = np.array(keys, dtype=np.int64)
+    order = np.argsort(user_keys, kind="stable")
+    user_keys = user_keys[order]
+    user_values = np.array(values, dtype=np.float32)[order]
+    flat = np.concatenate(rows).astype(np.int64)
+    request_of = np.repeat(np.arange(len(rows), dtype=np.int64), sizes)
+    starts = index.genre_offsets[flat]
+    lengths = index.genre_offsets[flat + 1] - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return out
+    # Every (candidate, genre) pair at once, as in genre_match.
+    owner = np.repeat(np.arange(total_rows), lengths)
+    entry = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    member = index.genre_members[entry + np.repeat(starts, lengths)]
+    wanted = request_of[owner] * n_codes + member
+    pos = np.minimum(np.searchsorted(user_keys, wanted), user_keys.size - 1)
+    hit = np.where(user_keys[pos] == wanted, user_values[pos], np.float32(0.0))
+    out[:] = np.bincount(owner, weights=hit / lengths[owner], minlength=total_rows)
     return out
 
 
