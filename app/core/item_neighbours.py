@@ -50,7 +50,7 @@ class ItemNeighbours:
     Lists built on first use are written by the caller's thread: call :meth:`lists` from one
     thread at a time (the worker's event loop; each process has its own catalog)."""
 
-    __slots__ = ("_index", "_lists", "_m", "_next", "_slot", "_vectors", "computed")
+    __slots__ = ("_index", "_lists", "_m", "_next", "_scratch", "_slot", "_vectors", "computed")
 
     def __init__(
         self,
@@ -68,6 +68,7 @@ class ItemNeighbours:
             raise ValueError(f"{vectors.shape[0]} vectors for an index of {n} rows")
         self._vectors = vectors
         self._index = index
+        self._scratch: NDArray[np.int32] | None = None
         self._m = m
         # Rows whose lists were computed (ahead or on first use): a count for tests and logs.
         self.computed = 0
@@ -92,6 +93,14 @@ class ItemNeighbours:
             # np.empty: a page is only made resident when a list is written to it.
             self._lists = np.empty((min(n, CACHE_ROWS), m), dtype=np.int32)
             self._next = 0
+
+    @property
+    def scratch(self) -> NDArray[np.int32]:
+        """A row-sized work array for :func:`similar_rows` (made on first use; its contents are
+        meaningless between calls)."""
+        if self._scratch is None:
+            self._scratch = np.zeros(self._index.size, dtype=np.int32)
+        return self._scratch
 
     @property
     def m(self) -> int:
@@ -152,8 +161,15 @@ def similar_rows(
         return _NONE
     if lists is None:
         lists = neighbours.lists(recent)
-    pool = np.unique(np.concatenate((recent, lists.ravel())))
+    pool = np.concatenate((recent, lists.ravel()))
     pool = pool[pool >= 0]
+    # Each row once, cheaper than np.unique: stamp each row with a position that mentions it,
+    # keep the entries that find their own position; then sort the (shorter) rest by row.
+    stamp = neighbours.scratch
+    at = np.arange(pool.shape[0], dtype=np.int32)
+    stamp[pool] = at
+    pool = pool[stamp[pool] == at]
+    pool.sort()
     profile = weights @ vectors[recent]
     scores = vectors[pool] @ profile
-    return pool[np.argsort(-scores, kind="stable")].astype(np.int32)
+    return pool[np.argsort(-scores, kind="stable")]

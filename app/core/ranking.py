@@ -312,11 +312,32 @@ class Ranker:
             for b, c in enumerate(candidates):
                 items[b, : c.rows.shape[0]] = to_model[c.rows]
             scores = blend(scores, signal.at(items), table.params.alpha)
+        orders = self._orders(requests, candidates, scores)
         return [
             self._recommendation(
-                index, r, c, scores[i, : c.rows.shape[0]], self.scorer.model_version
+                index, r, c, scores[i, : c.rows.shape[0]], self.scorer.model_version, orders[i]
             )
             for i, (r, c) in enumerate(zip(requests, candidates, strict=True))
+        ]
+
+    def _orders(
+        self,
+        requests: Sequence[Request],
+        candidates: Sequence[Candidates],
+        scores: NDArray[np.float32],
+    ) -> list[NDArray[np.intp] | None]:
+        """Each next-item request's top-k candidate positions, best first (ties: candidate
+        order), from one sort of the whole batch; None for searches (ordered on their own)."""
+        widths = np.array([c.rows.shape[0] for c in candidates], dtype=np.int64)
+        plain = np.array([r.event.type is not EventType.SEARCH for r in requests])
+        if not plain.any() or scores.shape[1] == 0:
+            return [None] * len(requests)
+        keys = -scores.astype(np.float32, copy=True)
+        keys[np.arange(scores.shape[1])[None, :] >= widths[:, None]] = np.inf  # padding last
+        top = np.argsort(keys, axis=1, kind="stable")[:, : self.params.top_k]
+        return [
+            top[i, : min(self.params.top_k, int(widths[i]))] if plain[i] else None
+            for i in range(len(requests))
         ]
 
     def rank_cheap(
@@ -372,11 +393,15 @@ class Ranker:
         cands: Candidates,
         row_scores: NDArray[np.float32],
         model_version: str,
+        order: NDArray[np.intp] | None = None,
     ) -> Recommendation:
+        """``order``: the top-k positions when the caller sorted them for the batch."""
         n = cands.rows.shape[0]
         top_k = min(self.params.top_k, n)
         event = request.event
-        if event.type is EventType.SEARCH:
+        if order is not None:
+            pass
+        elif event.type is EventType.SEARCH:
             # Search results are for the query: items that match it come first, in the model's
             # order; others only fill the page when too few match.
             order = np.lexsort((-row_scores, ~(cands.query_match > 0)))[:top_k]
