@@ -172,4 +172,5 @@ def similar_rows(
     pool.sort()
     profile = weights @ vectors[recent]
     scores = vectors[pool] @ profile
-    return pool[np.argsort(-scores, kind="stable")]
+    ordered: NDArray[np.int32] = pool[np.argsort(-scores, kind="stable")]
+    return ordered
