@@ -224,6 +224,18 @@ class Settings:
         "at low load; batches still grow with the load); false: wait BATCH_WAIT_MS or "
         "BATCH_MAX_EVENTS, as faust's take_events does.",
     )
+    batch_backlog_wait_ms: float = _field(
+        50.0,
+        "While the events consumer is at least BATCH_MAX_EVENTS records behind the partitions' "
+        "ends, an eager batch waits up to this long to fill instead of closing when the stream "
+        "is momentarily empty (fuller batches drain a backlog faster); 0: off.",
+    )
+    max_poll_records: int = _field(
+        250,
+        "Most records faust takes from its consumer per fetch hand-over (broker_max_poll_records)"
+        "; 0: all it holds. A bound lets partitions drained first be fetched again while the "
+        "rest are processed.",
+    )
     coalesce_users: bool = _field(
         False,
         "Rank a user once per batch and kind (search, next items): their earlier triggers in "
@@ -365,10 +377,12 @@ class Settings:
             or self.ann_nprobe < 0
             or self.state_cache_users < 0
             or self.item_neighbours < 0
+            or self.batch_backlog_wait_ms < 0
+            or self.max_poll_records < 0
         ):
             raise SettingsError(
-                "batch_wait_ms, deadline_ms, ann_nprobe, state_cache_users and item_neighbours "
-                "must not be negative"
+                "batch_wait_ms, deadline_ms, ann_nprobe, state_cache_users, item_neighbours, "
+                "batch_backlog_wait_ms and max_poll_records must not be negative"
             )
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(

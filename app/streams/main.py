@@ -51,4 +51,8 @@ def build_faust_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         producer_linger_ms=1,
         consumer_auto_offset_reset="earliest",
+        # aiokafka leaves a partition with records not yet handed over out of the next fetch
+        # request: handing over all at once drains every partition together, and the stream
+        # then waits a whole fetch round trip. A bound keeps fetches going while it works.
+        broker_max_poll_records=settings.max_poll_records or None,
     )

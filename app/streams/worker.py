@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 import faust
-from faust.exceptions import ConsumerNotStarted
 
 from app.core.catalog import Catalog, index_options
 from app.core.codec import dead_letter_key, encode_dead_letter
@@ -33,6 +32,7 @@ from app.streams.agents import sweeper
 from app.streams.catalog_follower import CatalogFollower
 from app.streams.main import build_faust_app
 from app.streams.model_follower import ModelFollower
+from app.streams.offsets import partition_offsets
 from app.streams.outputs import FlushBeforeCommit, OutputProducer, ProducerFailed
 from app.streams.runtime import Runtime
 from app.streams.shutdown import Shutdown, WorkerFailed, bounded_worker
@@ -43,28 +43,6 @@ log = logging.getLogger(__name__)
 
 # A partition without events for this long lets the wall clock close its attribution windows.
 WATERMARK_IDLE_MS = 5_000
-
-
-def partition_offsets(consumer: Any, topic: str) -> dict[tuple[str, int], PartitionOffsets]:
-    """What faust's consumer knows of each partition of ``topic`` assigned to it (none before
-    the consumer has started). Reads only what the consumer already holds: no broker request."""
-    try:
-        assigned = [tp for tp in consumer.assignment() if tp.topic == topic]
-    except ConsumerNotStarted:
-        return {}
-    # faust keeps each partition's committed and read offsets (set from the group's committed
-    # offsets on assignment, updated on every commit and read, dropped on revocation) but has no
-    # public accessor for them; its Monitor's copies are not reset when a partition moves away
-    # and back, so they would report a stale position.
-    committed = consumer._committed_offset
-    read = consumer._read_offset
-    return {
-        # highwater: the log end offset of the latest fetch response (None before the first).
-        (tp.topic, tp.partition): PartitionOffsets(
-            consumer.highwater(tp), committed.get(tp), read.get(tp)
-        )
-        for tp in assigned
-    }
 
 
 def build_worker(settings: Settings, runtime: Runtime) -> faust.App:

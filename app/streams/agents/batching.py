@@ -16,7 +16,7 @@ are committed for processed records only (at-least-once).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import faust
@@ -36,24 +36,37 @@ async def _settle(
     *,
     started_at: float,
     within_s: float,
+    backlogged: bool = False,
 ) -> None:
     """Wait while records keep arriving: until the batch is full, the stream stayed empty for
-    :data:`QUIET_S`, or the batch's first record has waited ``within_s``."""
+    :data:`QUIET_S` (not while ``backlogged``: more records are on their way), or the batch's
+    first record has waited ``within_s``."""
     loop = asyncio.get_running_loop()
     while len(events) < max_ and not stream.should_stop:
         if within_s > 0 and loop.time() - started_at >= within_s:
             return
         seen = len(events)
         await asyncio.sleep(QUIET_S)
-        if len(events) == seen and channel.empty():
+        if not backlogged and len(events) == seen and channel.empty():
             return
 
 
 async def take_batches(
-    stream: faust.Stream[Any], max_: int, within_s: float, *, eager: bool = True
+    stream: faust.Stream[Any],
+    max_: int,
+    within_s: float,
+    *,
+    eager: bool = True,
+    backlog: Callable[[], bool] | None = None,
+    backlog_within_s: float = 0.0,
 ) -> AsyncIterator[Sequence[EventT[Any]]]:
     """Batches of up to ``max_`` events; each is yielded when full, when ``within_s`` has
-    passed, or (``eager``) as soon as the stream's queue is empty after an event was added."""
+    passed, or (``eager``) as soon as the stream's queue is empty after an event was added.
+
+    ``backlog``: whether the consumer is behind (records on the broker not yet fetched). Then
+    an eager batch does not close on an empty queue but waits up to ``backlog_within_s`` to
+    fill: faust hands records over a fetch at a time, so under a backlog the queue empties
+    between fetches while more are coming, and fuller batches cost less per event."""
     if not eager:
         async for batch in stream.take_events(max_, within_s):
             yield batch
@@ -102,7 +115,16 @@ async def take_batches(
                 ready.clear()
                 continue
             if eager:
-                await _settle(stream, channel, events, max_, started_at=first_at, within_s=within_s)
+                behind = backlog is not None and backlog_within_s > 0 and backlog()
+                await _settle(
+                    stream,
+                    channel,
+                    events,
+                    max_,
+                    started_at=first_at,
+                    within_s=backlog_within_s if behind else within_s,
+                    backlogged=behind,
+                )
             consuming = loop.create_future()
             try:
                 yield list(events)

@@ -14,6 +14,7 @@ from app.core.partitioning import Partitioner, misplaced
 from app.core.processor import BatchResult, Processor, ShadowResult
 from app.core.records import Source
 from app.streams.agents import batching
+from app.streams.offsets import unread
 from app.streams.outputs import Forward, Origin
 from app.streams.runtime import Runtime
 
@@ -234,11 +235,14 @@ def register(
         # faust's own producer (state changelog): at-least-once.
         # StreamT does not declare take_events(); faust's Stream, which agents get, has it.
         concrete = cast(faust.Stream[bytes], stream)
+        topic = settings.topic_events
         batches = batching.take_batches(
             concrete,
             settings.batch_max_events,
             settings.batch_wait_ms / 1000.0,
             eager=settings.batch_eager,
+            backlog=lambda: unread(app.consumer, topic) >= settings.batch_max_events,
+            backlog_within_s=settings.batch_backlog_wait_ms / 1000.0,
         )
         async for taken in batches:
             started = time.perf_counter()
