@@ -22,10 +22,14 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-# How long the stream must stay empty before an eager batch closes: records the consumer has
-# already fetched reach the stream within it (a backlog keeps filling the batch), a record not
-# yet fetched does not (it would cost a fetch round trip to wait for).
-QUIET_S = 0.001
+# How long the stream must stay empty before an eager batch closes: 0 yields to the event loop
+# once, so records the consumer has already handed over reach the stream, and a record not yet
+# fetched is not waited for (it would cost a fetch round trip). At 300 events/s on the 2-core VM
+# 0 instead of 1 ms took p50 from 13-15 to 11-13 ms at the same maximum: a backlog no longer
+# depends on it to fill batches (``backlog`` in take_batches does).
+QUIET_S = 0.0
+# While a backlogged batch waits to fill, how often it looks: a sleep(0) loop would spin.
+BACKLOG_POLL_S = 0.001
 
 
 async def _settle(
@@ -46,7 +50,7 @@ async def _settle(
         if within_s > 0 and loop.time() - started_at >= within_s:
             return
         seen = len(events)
-        await asyncio.sleep(QUIET_S)
+        await asyncio.sleep(BACKLOG_POLL_S if backlogged else QUIET_S)
         if not backlogged and len(events) == seen and channel.empty():
             return
 
