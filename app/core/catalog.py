@@ -15,7 +15,7 @@ from typing import Any, overload
 import numpy as np
 from numpy.typing import NDArray
 
-from app.core.item_neighbours import NEIGHBOURS, ItemNeighbours
+from app.core.item_neighbours import NEIGHBOURS, WARM_ROWS, ItemNeighbours
 from app.core.records import Item
 from app.core.settings import Settings
 from app.core.text import tokenize
@@ -81,16 +81,19 @@ def index_options(settings: Settings) -> IndexOptions:
 
 
 def _searches(
-    vectors: NDArray[np.float32], options: IndexOptions
+    vectors: NDArray[np.float32], options: IndexOptions, popular_rows: NDArray[np.int32]
 ) -> tuple[VectorIndex, ItemNeighbours | None]:
     """The search over ``vectors`` and the neighbour lists built with it (small catalogs: every
-    list now, in the building thread; large ones: on first use)."""
+    list now, in the building thread; large ones: the most popular rows' now, the rest on
+    first use)."""
     search = build_vector_index(
         vectors, exact_below=options.exact_below, nprobe=options.nprobe or None
     )
     lists = None
     if options.item_neighbours > 0 and len(vectors):
-        lists = ItemNeighbours(vectors, search, options.item_neighbours)
+        lists = ItemNeighbours(
+            vectors, search, options.item_neighbours, warm=popular_rows[:WARM_ROWS]
+        )
     return search, lists
 
 
@@ -708,7 +711,7 @@ class CatalogIndex:
                 category_rows[name] = _readonly(
                     by_code[bounds[code] : bounds[code + 1]].astype(np.int32)
                 )
-        search, lists = _searches(vectors, options)
+        search, lists = _searches(vectors, options, popular_rows)
         ids: Sequence[str]
         row_of: Mapping[str, int]
         known: Mapping[str, Item]
@@ -892,7 +895,7 @@ def _shadow_of(
         matrix[rows] = vectors
     if matrix is None:  # an empty catalog
         matrix = np.ascontiguousarray(vectorizer([]), dtype=np.float32)
-    search, lists = _searches(matrix, options)
+    search, lists = _searches(matrix, options, index.popular_rows)
     return dataclasses.replace(
         index,
         vectors=matrix,

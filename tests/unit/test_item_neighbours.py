@@ -146,3 +146,12 @@ def test_the_recall_benchmark_runs_small_and_is_exact_with_full_lists() -> None:
     assert rows[-1].recall_search == pytest.approx(1.0)
     assert rows[0].recall_next < 1.0  # 8 rows per list cannot hold a 100-row answer
     assert "| 400 | 8 |" in bench.table(rows, settings.candidates)
+
+
+def test_warm_rows_are_built_ahead_when_the_rest_wait_for_first_use() -> None:
+    x = _vectors(200, seed=6)
+    warm = np.array([9, 3, 150], dtype=np.int32)
+    lazy = ItemNeighbours(x, ExactIndex(x), 6, eager=False, warm=warm)
+    assert lazy.computed == 3
+    np.testing.assert_array_equal(lazy.lists(warm), _brute(x, 6)[warm])
+    assert lazy.computed == 3
