@@ -225,10 +225,15 @@ class Settings:
         "BATCH_MAX_EVENTS, as faust's take_events does.",
     )
     batch_backlog_wait_ms: float = _field(
-        50.0,
-        "While the events consumer is at least BATCH_MAX_EVENTS records behind the partitions' "
-        "ends, an eager batch waits up to this long to fill instead of closing when the stream "
-        "is momentarily empty (fuller batches drain a backlog faster); 0: off.",
+        20.0,
+        "While the events consumer is behind (BATCH_BACKLOG_RECORDS), an eager batch waits up "
+        "to this long to fill instead of closing when the stream is momentarily empty: fuller "
+        "batches cost less per event and drain the backlog; 0: off.",
+    )
+    batch_backlog_records: int = _field(
+        32,
+        "Records on the events partitions not yet handed to the stream (their ends as of the "
+        "latest fetch minus what was read) from which the consumer counts as behind.",
     )
     max_poll_records: int = _field(
         250,
@@ -267,6 +272,13 @@ class Settings:
         50_000, "Catalogs smaller than this use exact similarity search; larger ones an IVF index."
     )
     ann_nprobe: int = _field(0, "IVF lists probed per query; 0 picks the index's default.")
+    fetch_wait_ms: int = _field(
+        100,
+        "Longest the broker may hold the worker consumer's fetch request while no record is "
+        "waiting (faust's aiokafka driver hard-codes 1500 ms). aiokafka sends one fetch per "
+        "broker at a time and leaves partitions with records not yet handed over out of it: "
+        "a long wait there stalls every partition.",
+    )
     item_neighbours: int = _field(
         128,
         "Nearest items kept per item (built with the catalog below 20,000 items, on first use "
@@ -353,6 +365,7 @@ class Settings:
             "candidates",
             "max_event_bytes",
             "batch_max_events",
+            "batch_backlog_records",
             "query_cache_size",
             "ann_exact_below",
             "posting_limit",
@@ -379,10 +392,11 @@ class Settings:
             or self.item_neighbours < 0
             or self.batch_backlog_wait_ms < 0
             or self.max_poll_records < 0
+            or self.fetch_wait_ms < 0
         ):
             raise SettingsError(
                 "batch_wait_ms, deadline_ms, ann_nprobe, state_cache_users, item_neighbours, "
-                "batch_backlog_wait_ms and max_poll_records must not be negative"
+                "batch_backlog_wait_ms, max_poll_records and fetch_wait_ms must not be negative"
             )
         if self.log_level.lower() not in LOG_LEVELS:
             raise SettingsError(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
+from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from app.core.settings import Settings
 from app.kafka.kafka_config import faust_credentials
@@ -19,7 +22,24 @@ def broker_url(bootstrap_servers: str) -> str:
     )
 
 
+def limit_fetch_wait(wait_ms: int) -> None:
+    """Make faust's worker consumer ask the broker to hold a fetch at most ``wait_ms`` (faust
+    hard-codes 1500 ms in its aiokafka driver, with no setting of its own)."""
+    thread = aiokafka_driver.AIOKafkaConsumerThread
+    original = thread.__dict__.get("_liverank_create", thread._create_worker_consumer)
+    thread._liverank_create = original  # type: ignore[attr-defined]
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        # Read by AIOKafkaConsumer.start() when it builds its fetcher.
+        consumer._fetch_max_wait_ms = wait_ms
+        return consumer
+
+    thread._create_worker_consumer = create  # type: ignore[method-assign]
+
+
 def build_faust_app(settings: Settings) -> faust.App:
+    limit_fetch_wait(settings.fetch_wait_ms)
     return faust.App(
         settings.app_id,
         broker=broker_url(settings.bootstrap_servers),

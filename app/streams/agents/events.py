@@ -241,7 +241,7 @@ def register(
             settings.batch_max_events,
             settings.batch_wait_ms / 1000.0,
             eager=settings.batch_eager,
-            backlog=lambda: unread(app.consumer, topic) >= settings.batch_max_events,
+            backlog=lambda: unread(app.consumer, topic) >= settings.batch_backlog_records,
             backlog_within_s=settings.batch_backlog_wait_ms / 1000.0,
         )
         async for taken in batches:
