@@ -97,7 +97,11 @@ def user_states(
                 store[outcome.user_id.encode()] = outcome.state
         for e in batch:
             last[e.user_id] = e
-    pairs = [(decode_state(store[u.encode()]), e) for u, e in sorted(last.items())]
+    pairs = [
+        (decode_state(store[u.encode()]), e)
+        for u, e in sorted(last.items())
+        if u.encode() in store  # only users the processor kept a state for
+    ]
     return catalog.index, pairs
 
 
