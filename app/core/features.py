@@ -15,7 +15,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.core.catalog import CatalogIndex
-from app.core.retrieval import Candidates
 from app.core.state import UserState
 
 USER_FEATURES: tuple[str, ...] = ("is_search", "activity", "history_fill")
@@ -126,20 +125,4 @@ def genre_match_batch(
     pos = np.minimum(np.searchsorted(user_keys, wanted), user_keys.size - 1)
     hit = np.where(user_keys[pos] == wanted, user_values[pos], np.float32(0.0))
     out[:] = np.bincount(owner, weights=hit / lengths[owner], minlength=total_rows)
-    return out
-
-
-def candidate_features(
-    index: CatalogIndex, candidates: Candidates, *, category_affinity: dict[str, float]
-) -> NDArray[np.float32]:
-    """(candidates, 3): catalog popularity, :func:`genre_match` of the user's
-    :func:`genre_affinity` (``category_affinity``), and the fraction of the query's tokens the
-    item's text contains."""
-    rows = candidates.rows
-    out = np.zeros((rows.shape[0], len(CANDIDATE_FEATURES)), dtype=np.float32)
-    if rows.shape[0] == 0:
-        return out
-    out[:, 0] = index.popularity[rows]
-    out[:, 1] = genre_match(index, rows, category_affinity)
-    out[:, 2] = candidates.query_match
     return out

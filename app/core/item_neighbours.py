@@ -110,14 +110,6 @@ class ItemNeighbours:
             self._scratch = np.zeros(self._index.size, dtype=np.int32)
         return self._scratch
 
-    @property
-    def m(self) -> int:
-        return self._m
-
-    @property
-    def size(self) -> int:
-        return self._index.size
-
     def lists(self, rows: NDArray[np.int32]) -> NDArray[np.int32]:
         """``(len(rows), m)``: each row's neighbour list, computing those not known yet."""
         rows = np.asarray(rows, dtype=np.int32)
