@@ -34,8 +34,14 @@ def partition_offsets(consumer: Any, topic: str) -> dict[tuple[str, int], Partit
 def unread(consumer: Any, topic: str) -> int:
     """Records of ``topic``'s assigned partitions not yet handed to the stream, as of the latest
     fetch responses (0 where a partition's offsets are not known yet)."""
+    try:
+        known = partition_offsets(consumer, topic)
+    except AssertionError:
+        # aiokafka asserts the partition is assigned: during a rebalance its assignment changes
+        # (in the consumer's thread) before faust's does. Nothing is known to be waiting then.
+        return 0
     behind = 0
-    for offsets in partition_offsets(consumer, topic).values():
+    for offsets in known.values():
         if offsets.highwater is not None and offsets.read is not None:
             # read: the offset of the last record handed over; highwater: the next one written.
             behind += max(0, offsets.highwater - offsets.read - 1)

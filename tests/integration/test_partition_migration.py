@@ -34,7 +34,7 @@ from app.core.codec import encode_event
 from app.core.partitioning import Partitioner, partition_for
 from app.core.records import Event
 from app.core.settings import Settings
-from app.core.state import StateLimits, decode_state
+from app.core.state import StateLimits, UserState, decode_state
 from app.dev.localkafka import pick_free_ports
 from app.kafka.kafka_config import client_config, keyed_by_user
 from app.kafka.topic_reader import read_topic
@@ -103,6 +103,23 @@ def _migrate(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]
 
 def _moves(user: str) -> bool:
     return partition_for(user.encode(), 4, M) != partition_for(user.encode(), 8, M)
+
+
+def _differences(
+    users: list[bytes], live: dict[bytes, dict[int, bytes]], want: dict[bytes, UserState]
+) -> str:
+    """Which fields of each mismatched user's state differ, and how (the failure message)."""
+    lines = []
+    for user in users:
+        expected = comparable(want[user])
+        for partition, value in live[user].items():
+            got = comparable(decode_state(value))
+            for name, wanted in expected.items():
+                if got[name] != wanted:
+                    lines.append(
+                        f"{user!r} on {partition}: {name}\n  got  {got[name]}\n  want {wanted}"
+                    )
+    return "\n".join(lines)
 
 
 def _lag(settings: Settings) -> int:
@@ -247,4 +264,4 @@ def test_four_to_eight_partitions_keeps_every_users_state_on_its_new_partition(
     )
     assert all(shares), shares  # both workers served users
     assert wrong_partition == []
-    assert mismatched == []
+    assert mismatched == [], _differences(mismatched, live, want)

@@ -43,3 +43,14 @@ def test_nothing_is_unread_before_the_consumer_starts() -> None:
 
     assert unread(_NotStarted(), "events") == 0
     assert partition_offsets(_NotStarted(), "events") == {}
+
+
+def test_a_partition_revoked_under_the_stream_counts_nothing_unread() -> None:
+    # aiokafka drops a revoked partition (in its own thread) before faust's assignment
+    # follows: its highwater() asserts, and the batching heuristic must not crash the agent.
+    class _Revoked(_Consumer):
+        def highwater(self, tp: TP) -> int | None:
+            raise AssertionError("Partition is not assigned")
+
+    consumer = _Revoked({TP("events", 0): 120}, {TP("events", 0): 10})
+    assert unread(consumer, "events") == 0
