@@ -230,7 +230,7 @@ class Settings:
         "to this long to fill instead of closing when the stream is momentarily empty: fuller "
         "batches cost less per event and drain the backlog; 0: off (the default: with 20, "
         "MAX_POLL_RECORDS=250 and a 0 ms quiet period together, the partition-migration test "
-        "lost an event in 2 of 7 runs; docs/benchmarks.md).",
+        "lost or reordered events in 3 of 13 runs; docs/benchmarks.md).",
     )
     batch_backlog_records: int = _field(
         32,
