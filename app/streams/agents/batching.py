@@ -126,9 +126,6 @@ async def take_batches(
                 left = within_s - (loop.time() - first_at) if within_s > 0 else None
                 if left is None or left > 0:
                     await stream.wait_for_stopped(ready, timeout=left)  # type: ignore[arg-type]
-            if not events:
-                ready.clear()
-                continue
             if eager:
                 behind = backlog is not None and backlog_within_s > 0 and backlog()
                 await _settle(
