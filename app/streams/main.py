@@ -56,6 +56,12 @@ def build_faust_app(settings: Settings) -> faust.App:
         # The web server would expose /table (table contents); liverank serves its own
         # /metrics, /healthz and /readyz instead (app.ops.health).
         web_enabled=False,
+        # No leader topic: liverank runs nothing "on_leader". Its one partition, idle forever,
+        # was in the worker consumer's fetches: whenever the events partitions all held records
+        # not yet handed over, aiokafka's next fetch (one per broker at a time) asked for that
+        # partition alone and the broker held it the whole fetch wait (1.5 s) while the worker
+        # ran dry. Under a backlog that happened every 1.5 s (docs/benchmarks.md).
+        topic_disable_leader=True,
         key_serializer="raw",
         value_serializer="raw",
         # Commits flush the producers first (at-least-once). Faust commits inline in its fetch

@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from app.core.codec import encode_item, format_time_ms, load_schema
 from app.core.records import Item
@@ -333,6 +334,26 @@ def test_an_idle_worker_leaves_the_cpu_alone(worker: WorkerProcess) -> None:
     time.sleep(5.0)
     used = cpu_s() - before
     assert used < 0.02 * (time.monotonic() - started), f"{used:.2f} s of CPU while idle"
+
+
+def test_the_worker_fetches_no_idle_leader_topic(worker: WorkerProcess, settings: Settings) -> None:
+    # faust's leader topic (one partition that never gets a record) made aiokafka's fetch ask
+    # for it alone whenever the events partitions held records not yet handed over, and the
+    # broker held that fetch 1.5 s while the worker ran dry. liverank runs nothing on_leader.
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    topics = set(admin.list_topics(timeout=20).topics)
+    assert f"{settings.app_id}-__assignor-__leader" not in topics
+    assert settings.topic_events in topics
+    group = admin.describe_consumer_groups([settings.app_id])[settings.app_id].result(timeout=20)
+    assigned = {
+        tp.topic
+        for member in group.members
+        if member.assignment is not None
+        for tp in member.assignment.topic_partitions
+    }
+    # The events and the state changelog (recovery, standbys); nothing else.
+    assert settings.topic_events in assigned
+    assert all(t == settings.topic_events or t.endswith("-changelog") for t in assigned), assigned
 
 
 def test_state_is_in_rocksdb_after_clean_stop(worker: WorkerProcess, settings: Settings) -> None:
