@@ -278,11 +278,11 @@ class Settings:
         1500,
         "Longest the broker may hold the worker consumer's fetch request while no record is "
         "waiting (faust's aiokafka driver hard-codes 1500 ms). aiokafka sends one fetch per "
-        "broker at a time and leaves partitions with records not yet handed over out of it: "
-        "a long wait there stalls every partition (p50 at 1,000 events/s 1.4 s with 1500, "
-        "0.25 s with 100). 1500 by default: every rebalance-test failure seen had 100, which "
-        "lets a fetch pick up partitions during faust's recovery before they are seeked "
-        "(docs/benchmarks.md).",
+        "broker at a time and leaves partitions with records not yet handed over out of it, "
+        "so a fetch of idle partitions alone stalls the rest for this long; faust's idle "
+        "leader-topic partition did that until it was turned off. 1500 by default: every "
+        "rebalance-test failure seen had 100, which lets a fetch pick up partitions during "
+        "faust's recovery before they are seeked (docs/benchmarks.md).",
     )
     item_neighbours: int = _field(
         128,
