@@ -1,0 +1,47 @@
+"""``scripts/demo``, the README's first command, end to end and small: it creates the topics,
+publishes a catalog, starts a real worker against the test broker, plays traffic and prints the
+latency summary that README.md quotes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.worker_process import ROOT, isolated_settings
+
+pytestmark = pytest.mark.integration
+
+SUMMARY = re.compile(
+    r"end-to-end latency, event time -> recommendation appended to Kafka: "
+    r"n=(\d+) p50=[\d.]+ ms p99=[\d.]+ ms max=[\d.]+ ms \((\d+) events sent\)"
+)
+
+
+def test_scripts_demo_prints_recommendations_and_its_latency_summary(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    settings = isolated_settings(bootstrap, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVERANK_")}
+    env.update(settings.to_env())
+    env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap  # the demo uses this broker, starts none
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "demo"), "--items", "300", "--users", "20", "--duration", "8"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "worker ready" in output and "stopping the worker" in output, output[-3000:]
+    summary = SUMMARY.search(done.stdout)
+    assert summary is not None, output[-3000:]
+    recommendations, sent = int(summary.group(1)), int(summary.group(2))
+    assert sent > 0 and recommendations > 0, summary.group(0)
+    # Each recommendation printed on its own line, before the summary.
+    assert len(re.findall(r"^\s*[\d.]+ ms  \S+", done.stdout, re.MULTILINE)) == recommendations
