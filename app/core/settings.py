@@ -555,6 +555,18 @@ class Settings:
         child process's environment, never for printing)."""
         return {ENV_PREFIX + f.name.upper(): _raw(getattr(self, f.name)) for f in fields(self)}
 
+    def child_environ(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """``environ`` without its ``LIVERANK_*`` variables, plus these settings': the whole
+        environment of a child process that should run with exactly these settings.
+
+        >>> env = Settings().child_environ({"PATH": "/bin", "LIVERANK_STRAY": "x"})
+        >>> env["PATH"], "LIVERANK_STRAY" in env, env["LIVERANK_PARTITIONS"]
+        ('/bin', False, '4')
+        """
+        env = {k: v for k, v in environ.items() if not k.startswith(ENV_PREFIX)}
+        env.update(self.to_env())
+        return env
+
     def markdown_table(self) -> str:
         lines = ["| variable | type | default | meaning |", "|---|---|---|---|"]
         lines += [f"| `{v}` | {t} | `{d}` | {doc} |" for v, t, d, doc in self.as_table()]

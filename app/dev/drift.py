@@ -243,8 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         attribution_window_s=args.window_s,
         model_path=ROOT / "models" / "seqrank-1",
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVERANK_")}
-    env.update(settings.to_env())
+    env = settings.child_environ(os.environ)
     create_topics(settings)
     sim = Simulator(settings, args.users, args.items, args.seed)
     sim.publish_catalog()

@@ -154,9 +154,7 @@ def child_settings(settings: Settings, spec: ChildSpec) -> Settings:
 
 def child_env(settings: Settings, spec: ChildSpec, environ: Mapping[str, str]) -> dict[str, str]:
     """``environ`` without its ``LIVERANK_*`` variables, plus the child's settings."""
-    env = {k: v for k, v in environ.items() if not k.startswith("LIVERANK_")}
-    env.update(child_settings(settings, spec).to_env())
-    return env
+    return child_settings(settings, spec).child_environ(environ)
 
 
 def exit_code_for(returncode: int) -> int:

@@ -150,8 +150,7 @@ def test_positives_negatives_windows_and_live_quality(
     # The quality command reads the same from the attribution topic (all workers' impressions).
     # Impressions keep closing (c's late click opened one): compare while the worker's figures
     # hold still from before the command to after it.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVERANK_")}
-    env.update(settings.to_env())
+    env = settings.child_environ(os.environ)
     for _ in range(5):
         before = (live("liverank_live_impressions"), live("liverank_live_hit_rate"))
         shown = subprocess.run(  # noqa: S603 - our own CLI

@@ -25,8 +25,7 @@ def test_scripts_demo_prints_recommendations_and_its_latency_summary(
     bootstrap: str, tmp_path: Path
 ) -> None:
     settings = isolated_settings(bootstrap, tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVERANK_")}
-    env.update(settings.to_env())
+    env = settings.child_environ(os.environ)
     env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap  # the demo uses this broker, starts none
     done = subprocess.run(
         [str(ROOT / "scripts" / "demo"), "--items", "300", "--users", "20", "--duration", "8"],

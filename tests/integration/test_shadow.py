@@ -49,8 +49,7 @@ def worker(settings: Settings, kafka: KafkaIO, module_tmp: Path) -> Iterator[Wor
 
 
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVERANK_")}
-    env.update(settings.to_env())
+    env = settings.child_environ(os.environ)
     return subprocess.run(  # noqa: S603 - our own CLI
         [sys.executable, "-m", "app", *args],
         cwd=ROOT,

@@ -45,10 +45,6 @@ def isolated_settings(bootstrap: str, tmp: Path, **changes: object) -> Settings:
     return base.replace(**changes)
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    return settings.to_env()
-
-
 class WorkerProcess:
     """A worker subprocess; its stderr (and stdout, unless ``stdout_path`` keeps it apart) goes
     to ``log_path``."""
@@ -76,8 +72,7 @@ class WorkerProcess:
         return f"http://{self.settings.http_host}:{self.settings.http_port}"
 
     def start(self, ready_timeout_s: float = 120.0) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVERANK_")}
-        env.update(settings_env(self.settings))
+        env = self.settings.child_environ(os.environ)
         env.update(self.env)
         with self.log_path.open("ab") as log:
             out = self.stdout_path.open("ab") if self.stdout_path is not None else None
