@@ -698,11 +698,16 @@ class CatalogIndex:
             items, positions, vectors_of, tokens_of, reuse
         )
         token_offsets, token_members = _postings(
-            token_codes, token_rows, pop_rank, len(vocabulary), options.posting_limit
+            token_codes, token_rows, pop_rank, popular_rows, len(vocabulary), options.posting_limit
         )
         del token_codes, token_rows
         token_column = StringColumn.of(vocabulary)
         del vocabulary
+        # The token pairs and the vocabulary's strings were the build's largest temporaries:
+        # hand their memory back before the lookup and the searches below allocate theirs.
+        _release_free_memory()
+        # Before the search index exists: the lookup's temporaries then add to less.
+        tokens = StringLookup(token_column)
         category_rows: dict[str, NDArray[np.int32]] = {}
         if n:
             by_code = np.lexsort((pop_rank, codes))
@@ -739,7 +744,7 @@ class CatalogIndex:
             category_code=category_code,
             popularity=popularity,
             popular_rows=popular_rows,
-            tokens=StringLookup(token_column),
+            tokens=tokens,
             token_offsets=token_offsets,
             token_members=_readonly(token_members),
             category_rows=category_rows,
@@ -847,22 +852,36 @@ def _postings(
     token_codes: array[int],
     token_rows: array[int],
     pop_rank: NDArray[np.int64],
+    popular_rows: NDArray[np.int32],
     n_tokens: int,
     limit: int,
 ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
-    """Each token's rows, most popular first (ties by row), at most ``limit``, as CSR arrays."""
+    """Each token's rows, most popular first (ties by row), at most ``limit``, as CSR arrays.
+
+    One packed key per (token, row) pair, the token's code over the row's popularity rank,
+    sorted in place: at a million items there are millions of pairs, and a lexsort's index
+    arrays and gathered copies were the build's peak memory.
+    """
     codes = np.frombuffer(token_codes, dtype=np.int32) if token_codes else np.zeros(0, np.int32)
     rows = np.frombuffer(token_rows, dtype=np.int32) if token_rows else np.zeros(0, np.int32)
-    order = np.lexsort((pop_rank[rows], codes)) if rows.size else np.zeros(0, np.int64)
-    codes, rows = codes[order], rows[order]
     counts = np.bincount(codes, minlength=n_tokens)
-    starts = np.zeros(n_tokens + 1, dtype=np.int64)
-    np.cumsum(counts, out=starts[1:])
-    rank = np.arange(codes.size, dtype=np.int64) - starts[codes]
-    keep = rank < limit
+    key = codes.astype(np.int64)
+    del codes
+    key <<= 32
+    # Ranks are below 2**31 (rows are int32), so they fit the key's low half.
+    key |= pop_rank.astype(np.int32)[rows]
+    del rows
+    key.sort()
+    kept = np.minimum(counts, limit)
     offsets = np.zeros(n_tokens + 1, dtype=np.int64)
-    np.cumsum(np.minimum(counts, limit), out=offsets[1:])
-    return _readonly(offsets), rows[keep].astype(np.int32)
+    np.cumsum(kept, out=offsets[1:])
+    starts = np.zeros(n_tokens, dtype=np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
+    # Entry j of token t's kept rows is key[starts[t] + j].
+    take = np.arange(int(offsets[-1]), dtype=np.int64)
+    take += np.repeat(starts - offsets[:-1], kept)
+    ranks = key[take] & 0xFFFFFFFF
+    return _readonly(offsets), popular_rows[ranks]
 
 
 def _shadow_of(

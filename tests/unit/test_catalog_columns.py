@@ -98,3 +98,28 @@ def test_large_and_small_catalogs_answer_alike(
         assert index.item(item.item_id) == reference.item(item.item_id) == item
         assert index.row_of.get(item.item_id) == reference.row_of.get(item.item_id)
     assert index.item("missing") is None and index.row_of.get("missing") is None
+
+
+def test_posting_lists_match_a_plain_sort_of_their_pairs() -> None:
+    # _postings packs (token, popularity rank) into one key and sorts that in place; a plain
+    # Python sort of the pairs, cut at the limit, is the reference. Pairs repeat on purpose.
+    from array import array
+
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        n, n_tokens, pairs = int(rng.integers(1, 200)), int(rng.integers(1, 30)), 800
+        popularity = rng.integers(0, 4, n)
+        popular_rows = np.argsort(-popularity, kind="stable").astype(np.int32)
+        pop_rank = np.empty(n, dtype=np.int64)
+        pop_rank[popular_rows] = np.arange(n)
+        codes = rng.integers(0, n_tokens, pairs).tolist()
+        rows = rng.integers(0, n, pairs).tolist()
+        limit = int(rng.integers(1, 40))
+        offsets, members = app.core.catalog._postings(
+            array("i", codes), array("i", rows), pop_rank, popular_rows, n_tokens, limit
+        )
+        assert members.dtype == np.int32 and offsets.shape == (n_tokens + 1,)
+        for token in range(n_tokens):
+            mine = sorted((int(pop_rank[r]), r) for c, r in zip(codes, rows) if c == token)
+            want = [r for _, r in mine[:limit]]
+            assert members[offsets[token] : offsets[token + 1]].tolist() == want
