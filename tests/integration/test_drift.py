@@ -31,9 +31,13 @@ def test_scripts_drift_runs_every_phase_and_serves_what_it_publishes(
     env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap  # drift uses this broker, starts none
     done = subprocess.run(
         [
-            sys.executable, "-m", "app.dev.drift", "--users", "60", "--items", "60",
-            "--phase-s", "5", "--window-s", "2", "--out", str(tmp_path / "drift"),
-        ],  # fmt: skip
+            sys.executable,
+            "-m",
+            "app.dev.drift",
+            *"--users 60 --items 60 --phase-s 5 --window-s 2".split(),
+            "--out",
+            str(tmp_path / "drift"),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -120,6 +120,8 @@ def test_posting_lists_match_a_plain_sort_of_their_pairs() -> None:
         )
         assert members.dtype == np.int32 and offsets.shape == (n_tokens + 1,)
         for token in range(n_tokens):
-            mine = sorted((int(pop_rank[r]), r) for c, r in zip(codes, rows) if c == token)
+            mine = sorted(
+                (int(pop_rank[r]), r) for c, r in zip(codes, rows, strict=True) if c == token
+            )
             want = [r for _, r in mine[:limit]]
             assert members[offsets[token] : offsets[token + 1]].tolist() == want
