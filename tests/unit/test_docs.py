@@ -3,7 +3,6 @@ README.md stays short, and docs/configuration.md is what its generator writes.""
 
 from __future__ import annotations
 
-import doctest
 from pathlib import Path
 
 import pytest
@@ -114,9 +113,3 @@ def test_repeated_headings_are_numbered_and_fences_are_not_headings() -> None:
 def test_links_are_found_with_their_lines() -> None:
     text = 'x [a](b.md) y [c](<d e.md> "title")\n\n![i](p.png)\n'
     assert list(links(text)) == [(1, "b.md"), (1, "d e.md"), (3, "p.png")]
-
-
-def test_the_examples_in_the_docstrings_hold() -> None:
-    for module in (markdown_links, config_docs):
-        result = doctest.testmod(module)
-        assert result.failed == 0

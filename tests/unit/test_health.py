@@ -3,7 +3,6 @@ bounded threads, slow clients closed, probes answered under a flood of slow conn
 
 from __future__ import annotations
 
-import doctest
 import socket
 import threading
 import urllib.error
@@ -12,7 +11,6 @@ from collections.abc import Iterator
 
 import pytest
 
-import app.ops.health
 from app.ops.health import Health, HttpServer
 from app.ops.metrics import Metrics
 
@@ -23,11 +21,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def test_doctests() -> None:
-    result = doctest.testmod(app.ops.health)
-    assert result.failed == 0 and result.attempted > 0
 
 
 def ready_health(clock: Clock, stall_after_s: float = 60.0) -> Health:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import sys
 
 import numpy as np
@@ -229,9 +227,3 @@ def test_baselines_beat_random_on_synthetic_data(synthetic_split: Split) -> None
     assert popular["hr@10"] > random["hr@10"] + 0.025
     assert cooc["ndcg@10"] > random["ndcg@10"] + 0.15
     assert cooc["ndcg@10"] > popular["ndcg@10"] + 0.1
-
-
-@pytest.mark.parametrize("name", ["app.training.evaluate", "app.training.sequences"])
-def test_docstring_examples(name: str) -> None:
-    result = doctest.testmod(importlib.import_module(name))
-    assert result.attempted > 0 and result.failed == 0
