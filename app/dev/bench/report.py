@@ -19,6 +19,9 @@ from app.dev.bench.systems import (
     label_of,
 )
 
+# The catalog size the memory bound (under 1 GiB) is set for.
+LARGE_CATALOG = 1_000_000
+
 
 def _num(value: float | None, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -104,14 +107,17 @@ def evaluate_targets(results: BenchResults) -> list[Target]:
                     at_1000.p99_ms.median < 25.0 and at_1000.kept_up,
                 )
             )
-        targets.append(
-            Target(
-                f"worker RSS ({label})",
-                f"{_num(worker.rss_ready_mib, 0)} MiB when ready, "
-                f"{_num(worker.peak_rss_mib, 0)} MiB peak",
-                None,
+        ready, peak = _num(worker.rss_ready_mib, 0), _num(worker.peak_rss_mib, 0)
+        rss = f"{ready} MiB when ready, {peak} MiB peak"
+        if items >= LARGE_CATALOG and worker.peak_rss_mib is not None:
+            # The bound is for a million items, and it holds only if it holds at the peak.
+            targets.append(
+                Target(
+                    f"worker RSS < 1 GiB at its peak ({label})", rss, worker.peak_rss_mib < 1024.0
+                )
             )
-        )
+        else:
+            targets.append(Target(f"worker RSS ({label})", rss, None))
     # The worker's variants, each against the plain worker on the same catalog (no target).
     variants = (
         (WORKER_2P, "two worker processes against one"),
