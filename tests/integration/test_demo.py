@@ -4,14 +4,12 @@ latency summary that README.md quotes."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.integration.worker_process import ROOT, isolated_settings
+from tests.integration.worker_process import ROOT, run_command
 
 pytestmark = pytest.mark.integration
 
@@ -24,16 +22,11 @@ SUMMARY = re.compile(
 def test_scripts_demo_prints_recommendations_and_its_latency_summary(
     bootstrap: str, tmp_path: Path
 ) -> None:
-    settings = isolated_settings(bootstrap, tmp_path)
-    env = settings.child_environ(os.environ)
-    env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap  # the demo uses this broker, starts none
-    done = subprocess.run(
+    done = run_command(
         [str(ROOT / "scripts" / "demo"), "--items", "300", "--users", "20", "--duration", "8"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        bootstrap,
+        tmp_path,
+        timeout_s=600,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]

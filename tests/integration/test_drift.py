@@ -6,15 +6,13 @@ traffic; this checks that the command behind the figure runs and reports every p
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.integration.worker_process import ROOT, isolated_settings
+from tests.integration.worker_process import ROOT, run_command
 
 pytestmark = pytest.mark.integration
 
@@ -26,10 +24,7 @@ def test_scripts_drift_runs_every_phase_and_serves_what_it_publishes(
     bootstrap: str, tmp_path: Path
 ) -> None:
     pytest.importorskip("torch", reason="retraining needs the train extra")
-    settings = isolated_settings(bootstrap, tmp_path)
-    env = settings.child_environ(os.environ)
-    env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap  # drift uses this broker, starts none
-    done = subprocess.run(
+    done = run_command(
         [
             sys.executable,
             "-m",
@@ -38,11 +33,8 @@ def test_scripts_drift_runs_every_phase_and_serves_what_it_publishes(
             "--out",
             str(tmp_path / "drift"),
         ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+        bootstrap,
+        tmp_path,
     )
     output = done.stdout + done.stderr
     # Exit status 1: a model it published was not served within its wait.

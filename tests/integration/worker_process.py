@@ -152,6 +152,19 @@ class WorkerProcess:
             return "(no log)"
 
 
+def run_command(
+    argv: list[str], bootstrap: str, tmp: Path, timeout_s: float = 900.0
+) -> subprocess.CompletedProcess[str]:
+    """One of the project's commands (``scripts/demo``, ``python -m app.dev.drift``, ...) run to
+    its end against the test broker: ``KAFKA_BOOTSTRAP_SERVERS`` set, so it starts none, and
+    the isolated settings of :func:`isolated_settings` in its environment."""
+    env = isolated_settings(bootstrap, tmp).child_environ(os.environ)
+    env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+    return subprocess.run(  # noqa: S603 - the project's own commands
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+
+
 def read_states(settings: Settings) -> dict[bytes, bytes]:
     """Every user's stored state, read from a stopped worker's RocksDB files."""
     found: dict[bytes, bytes] = {}
