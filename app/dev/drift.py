@@ -34,6 +34,7 @@ from app.dev.synthetic import GENRES, make_catalog
 from app.kafka.kafka_config import client_config, keyed_by_user, reader_config
 from app.kafka.topic_reader import read_topic
 from app.kafka.topics import create_topics
+from app.training.exits import RetrainExit
 from app.training.stream import next_version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -214,13 +215,14 @@ def retrain(env: dict[str, str], out: Path, version: str, recent_s: float | None
         argv += ["--recent-s", str(int(recent_s))]
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)  # noqa: S603
     print(done.stdout.strip(), flush=True)
-    if done.returncode != 0:
-        # 1: trained but no better than the serving model; 2: too little data. The phase after
-        # runs on the serving model, and the table says which model ranked it.
-        print(f"retrain of {version} exited {done.returncode}: not published", flush=True)
-        if done.returncode not in (1, 2):
+    if done.returncode != RetrainExit.BETTER:
+        # The phase after runs on the serving model, and the table says which model ranked it.
+        known = {e.value: e.name.lower().replace("_", " ") for e in RetrainExit}
+        why = known.get(done.returncode, "failed")
+        print(f"retrain of {version} exited {done.returncode} ({why}): not published", flush=True)
+        if done.returncode not in known:
             print(done.stderr[-2000:], file=sys.stderr)
-    return done.returncode == 0
+    return done.returncode == RetrainExit.BETTER
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from app.training.evaluate import (
     most_popular,
     recent_cooccurrence,
 )
+from app.training.exits import RetrainExit
 from app.training.model import ModelConfig
 from app.training.movielens import fetch_ml100k, load_ml100k
 from app.training.report import VARIANTS, markdown_table, model_card, plot_quality_latency
@@ -413,7 +414,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     )
     if evaluated < args.min_users:
         print(f"not enough data: {evaluated} users with 3+ interactions (need {args.min_users})")
-        return 2
+        return RetrainExit.TOO_LITTLE_DATA
     cfg = ModelConfig(
         n_items=data.n_items,
         dim=serving.spec.dim,
@@ -460,14 +461,14 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     cand, serv = scores[f"candidate {version}"], scores[f"serving {serving.spec.version}"]
     if not better(cand, serv, args.min_gain):
         print(f"not published: {version} does not beat {serving.spec.version} by {args.min_gain}")
-        return 1
+        return RetrainExit.NOT_BETTER
     if args.no_publish:
         print(f"better, not published (--no-publish): {out}")
-        return 0
+        return RetrainExit.BETTER
     note = f"retrained on the stream: HR@10 {cand['hr@10']:.4f} vs {serv['hr@10']:.4f}"
     update = publish_model(settings, out, note=note)
     print(f"published {update.name} {update.version} ({update.path})")
-    return 0
+    return RetrainExit.BETTER
 
 
 def main(argv: list[str] | None = None) -> int:
