@@ -217,10 +217,10 @@ def retrain(env: dict[str, str], out: Path, version: str, recent_s: float | None
     print(done.stdout.strip(), flush=True)
     if done.returncode != RetrainExit.BETTER:
         # The phase after runs on the serving model, and the table says which model ranked it.
-        known = {e.value: e.name.lower().replace("_", " ") for e in RetrainExit}
-        why = known.get(done.returncode, "failed")
+        known = done.returncode in RetrainExit.__members__.values()
+        why = RetrainExit(done.returncode).name.lower().replace("_", " ") if known else "failed"
         print(f"retrain of {version} exited {done.returncode} ({why}): not published", flush=True)
-        if done.returncode not in known:
+        if not known:  # not one of retrain's own outcomes
             print(done.stderr[-2000:], file=sys.stderr)
     return done.returncode == RetrainExit.BETTER
 
