@@ -1,4 +1,5 @@
-"""Producing a micro-batch's records (recommendations, feedback, dead letters) with librdkafka.
+"""Producing a micro-batch's records (recommendations, feedback, dead letters, and the state
+table's changelog) with librdkafka.
 
 Faust's own send path costs tens of microseconds of event-loop time per record; librdkafka
 batches and sends from its own threads. At-least-once: the agent hands a batch's records over
@@ -155,6 +156,8 @@ class OutputProducer:
         self._producer = Producer(self._config)
         # One record per batch, for records refused for their size; made on first use.
         self._single: Producer | None = None
+        # The newest delivered offset of each changelog (topic, partition), until taken.
+        self._changelog_offsets: dict[tuple[str, int], int] = {}
 
     # ------------------------------------------------------------------ callbacks
 
@@ -180,6 +183,16 @@ class OutputProducer:
             err.str(),
         )
         self._note_failure(err, refused)
+
+    def _changelog_delivered(self, err: KafkaError | None, msg: Message) -> None:
+        offset = msg.offset()
+        with self._lock:
+            if err is not None:
+                # A lost changelog record would let a restore bring back an older state.
+                self._fatal.append(f"{msg.topic()}: a changelog record was lost: {err.str()}")
+            elif offset is not None:
+                # One partition's records are delivered in order: the last is the newest.
+                self._changelog_offsets[(msg.topic() or "", _partition(msg))] = offset
 
     def _note_failure(self, err: KafkaError, refused: _Refused) -> None:
         with self._lock:
@@ -247,6 +260,30 @@ class OutputProducer:
         self._producer.poll(0)
         self._settle()
         return count
+
+    def changelog(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+        """Queue a table's changelog record (``value`` None: a tombstone) on ``partition``.
+        Its delivered offset is kept for :meth:`take_changelog_offsets`. A changelog record
+        that cannot go is fatal, like any lost record; the next :meth:`produce` or
+        :meth:`flush` raises :class:`ProducerFailed`."""
+        try:
+            produce_waiting(
+                self._producer,
+                topic,
+                key=key,
+                value=value,
+                partition=partition,
+                on_delivery=self._changelog_delivered,
+            )
+        except RecordRefused as exc:
+            with self._lock:
+                self._fatal.append(f"{topic}: a changelog record was refused: {exc.error.str()}")
+
+    def take_changelog_offsets(self) -> dict[tuple[str, int], int]:
+        """The newest delivered offset of each changelog partition since the last call."""
+        with self._lock:
+            offsets, self._changelog_offsets = self._changelog_offsets, {}
+        return offsets
 
     def dead_letter(self, key: bytes | None, value: bytes) -> None:
         """Queue one dead letter (already encoded); from any thread."""
@@ -407,12 +444,21 @@ class FlushBeforeCommit(faust.Sensor):
 
     Once the worker has failed (``failed()``), no commit happens at all: faust acks the batch
     an agent was processing when it crashed (take_events acks in a ``finally``), and records
-    may have been lost by the producer; the restarted worker processes them again."""
+    may have been lost by the producer; the restarted worker processes them again.
 
-    def __init__(self, outputs: OutputProducer, failed: Callable[[], bool] = lambda: False) -> None:
+    ``flushed`` runs after each successful flush: the table records its changelog's delivered
+    offsets there (:meth:`app.streams.tables.UserStateTable.persist_changelog_offsets`)."""
+
+    def __init__(
+        self,
+        outputs: OutputProducer,
+        failed: Callable[[], bool] = lambda: False,
+        flushed: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__()
         self._outputs = outputs
         self._failed = failed
+        self._flushed = flushed
 
     def on_commit_initiated(self, consumer: ConsumerT) -> Any:
         if self._failed():
@@ -421,4 +467,5 @@ class FlushBeforeCommit(faust.Sensor):
         # commit from happening, so the lost records' events are processed again.
         started = time.perf_counter()
         self._outputs.flush()
+        self._flushed()
         return time.perf_counter() - started

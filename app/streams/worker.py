@@ -73,12 +73,15 @@ def build_worker(settings: Settings, runtime: Runtime) -> faust.App:
         )
 
     events = raw_topic(settings.topic_events, settings.partitions)
-    table = user_state_table(app, settings)
-    # Table writes go to the changelog through faust's producer buffer, which holds up the
-    # stream whenever more than max_messages (100 by default) wait: a micro-batch writes up to
-    # one state per user, so let a few batches' worth wait instead.
-    app.producer.buffer.max_messages = max(100, 4 * settings.batch_max_events)
-    app.sensors.add(FlushBeforeCommit(runtime.outputs, lambda: shutdown.failed))
+    outputs = runtime.outputs
+    # The table's changelog records go through the outputs' librdkafka producer, so each
+    # commit's flush covers them with the outputs, and their offsets are recorded after it.
+    table = user_state_table(app, settings, sink=outputs)
+
+    def changelog_flushed() -> None:
+        table.persist_changelog_offsets(outputs.take_changelog_offsets())
+
+    app.sensors.add(FlushBeforeCommit(outputs, lambda: shutdown.failed, changelog_flushed))
     events_agent.register(app, runtime, table, events)
     sweeper.register(app, runtime, table)
     health = runtime.health

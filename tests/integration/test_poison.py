@@ -28,7 +28,7 @@ from app.core.processor import ATTRIBUTION, DEAD_LETTERS, FEEDBACK, RECOMMENDATI
 from app.core.records import DeadLetterError, Event, EventType, Source
 from app.core.settings import Settings
 from app.kafka.kafka_config import admin_client
-from app.kafka.topics import create_topics
+from app.kafka.topics import changelog_topic, create_topics
 from app.ops.metrics import Metrics
 from app.streams.outputs import Forward, Origin, OutputProducer, ProducerFailed
 from tests.integration.kafka_io import KafkaIO, Record
@@ -182,6 +182,39 @@ def test_a_record_that_cannot_go_in_any_form_fails_loudly(
     with pytest.raises(ProducerFailed, match="Unknown partition"):
         outputs.flush(30)
     assert fatal and "Unknown partition" in fatal[0]
+
+
+def test_changelog_records_report_their_offsets_and_a_lost_one_is_fatal(
+    producer_settings: Settings, kafka: KafkaIO
+) -> None:
+    settings = producer_settings
+    fatal: list[str] = []
+    outputs = outputs_for(settings, fatal)
+    topic = changelog_topic(settings)
+    outputs.changelog(topic, 1, b"u1", b"state 1")
+    outputs.changelog(topic, 1, b"u1", b"state 2")
+    outputs.changelog(topic, 0, b"u2", None)  # a tombstone
+    outputs.flush(30)
+    assert outputs.take_changelog_offsets() == {(topic, 0): 0, (topic, 1): 1}
+    assert outputs.take_changelog_offsets() == {}  # taken once
+    records = kafka.read_until(topic, lambda rs: len(rs) >= 3)
+    assert sorted((r.partition, r.offset, r.key, r.value) for r in records) == [
+        (0, 0, b"u2", None),
+        (1, 0, b"u1", b"state 1"),
+        (1, 1, b"u1", b"state 2"),
+    ]
+    # No dead letter can stand in for a state: a changelog record that cannot go stops the
+    # worker, whether the broker refuses it (in its delivery report) or librdkafka does (at
+    # once: over the producer's own size limit).
+    set_max_message_bytes(settings, topic, 8_000)
+    outputs.changelog(topic, 0, b"u3", b"s" * 12_000)
+    with pytest.raises(ProducerFailed, match="changelog record was lost"):
+        outputs.flush(30)
+    assert fatal and "changelog record was lost" in fatal[0]
+    refusing = outputs_for(settings, [])
+    refusing.changelog(topic, 0, b"u4", b"s" * (settings.producer_max_message_bytes + 1))
+    with pytest.raises(ProducerFailed, match="changelog record was refused"):
+        refusing.flush(30)
 
 
 # ---------------------------------------------------------------- a live worker

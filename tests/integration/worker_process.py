@@ -181,6 +181,21 @@ def read_states(settings: Settings) -> dict[bytes, bytes]:
     return found
 
 
+def read_changelog_offsets(settings: Settings) -> dict[int, int]:
+    """The newest changelog offset each RocksDB partition of a stopped worker says it holds
+    (what faust's restore reads the changelog from), by partition."""
+    found: dict[int, int] = {}
+    for path in sorted((settings.data_dir / "v1" / "tables").glob("user-state-*.db")):
+        db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
+        try:
+            value = db.get(b"__faust\0offset__")
+        finally:
+            db.close()
+        if value is not None:
+            found[int(path.stem.rsplit("-", 1)[1])] = int(value)
+    return found
+
+
 @contextmanager
 def running_worker(
     settings: Settings, kafka: KafkaIO, catalog: Iterable[Item], log_path: Path
