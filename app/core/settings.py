@@ -143,6 +143,12 @@ class Settings:
         "at_least_once", "Only at_least_once for now (state updates deduplicate by event id)."
     )
     data_dir: Path = _field(Path(".liverank-data"), "Where RocksDB keeps the state table.")
+    state_memory_mb: int = _field(
+        32,
+        "RocksDB memory per state partition the worker holds (active or standby), MiB: half "
+        "for its two write buffers, half for its block cache (faust's defaults: up to 192 MiB "
+        "of write buffers and a 2 GiB cache per partition).",
+    )
     model_path: Path = _field(
         Path("models/seqrank-1"), "The model package folder (see the model package contract)."
     )
@@ -356,6 +362,7 @@ class Settings:
             )
         for name in (
             "partitions",
+            "state_memory_mb",
             "catalog_partitions",
             "replication_factor",
             "onnx_threads",

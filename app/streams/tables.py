@@ -69,6 +69,25 @@ class UserStateTable(faust.Table[bytes, bytes]):
             self.data.set_persisted_offset(TP(topic, partition), offset)
 
 
+def rocksdb_options(memory_mb: int) -> dict[str, int]:
+    """faust's RocksDB options for one partition's database within ``memory_mb``: two write
+    buffers of a quarter each, a block cache of half.
+
+    faust's defaults are 64 MiB write buffers, up to three of them, and a 2 GiB block cache, per
+    partition: every state write adds a version to the write buffer, so a worker's memory grew
+    by the states it wrote until 192 MiB per partition were full (docs/benchmarks.md).
+
+    >>> rocksdb_options(32)
+    {'write_buffer_size': 8388608, 'max_write_buffer_number': 2, 'block_cache_size': 16777216}
+    """
+    mib = 1024 * 1024
+    return {
+        "write_buffer_size": memory_mb * mib // 4,
+        "max_write_buffer_number": 2,
+        "block_cache_size": memory_mb * mib // 2,
+    }
+
+
 def user_state_table(app: faust.App, settings: Settings, sink: ChangelogSink) -> UserStateTable:
     """Raw bytes in and out: ``app.core.state`` owns the encoding.
 
@@ -84,6 +103,7 @@ def user_state_table(app: faust.App, settings: Settings, sink: ChangelogSink) ->
         default=None,
         beacon=app.tables.beacon,
         partitions=settings.partitions,
+        options=rocksdb_options(settings.state_memory_mb),
         # Serialized with the app-wide "raw" key/value serializers (app.streams.main).
         key_type=bytes,
         value_type=bytes,

@@ -337,6 +337,14 @@ def test_forgotten_users_stay_forgotten_after_restarts_and_a_rebuild_from_the_ch
     # The changelog goes through librdkafka; each RocksDB partition still records the newest
     # changelog offset it holds, so a restart reads only what came after (faust's restore).
     assert read_changelog_offsets(settings) == kafka.last_offsets(changelog_topic(settings))
+    # Each partition's database is opened within STATE_MEMORY_MB (faust's defaults would be
+    # three 64 MiB write buffers): RocksDB writes the options it runs with next to the data.
+    options = sorted((settings.data_dir / "v1" / "tables").glob("user-state-*.db/OPTIONS-*"))
+    assert options
+    for path in options:
+        text = path.read_text()
+        assert f"write_buffer_size={settings.state_memory_mb * 1024 * 1024 // 4}" in text
+        assert "max_write_buffer_number=2" in text
     worker.start()  # a restart on the same disk
     assert worker.stop() == 0
     check("after a restart", settings)
