@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer
 
 
 @dataclass(frozen=True)
@@ -89,19 +89,5 @@ class KafkaIO:
             raise AssertionError(
                 f"timed out after {timeout_s}s reading {topic}: {len(records)} records"
             )
-        finally:
-            consumer.close()
-
-    def last_offsets(self, topic: str) -> dict[int, int]:
-        """The offset of the newest record on each non-empty partition of ``topic``."""
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "unused"})
-        try:
-            partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-            found = {}
-            for p in partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-                if high > low:
-                    found[p] = high - 1
-            return found
         finally:
             consumer.close()

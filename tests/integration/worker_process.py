@@ -165,35 +165,43 @@ def run_command(
     )
 
 
+@contextmanager
+def _state_dbs(settings: Settings) -> Iterator[list[tuple[int, Rdict]]]:
+    """A stopped worker's RocksDB files of the state table, read-only, with their partitions."""
+    paths = sorted((settings.data_dir / "v1" / "tables").glob("user-state-*.db"))
+    # Faust opens its stores in raw mode (plain bytes keys and values).
+    opened = [
+        (
+            int(path.stem.rsplit("-", 1)[1]),
+            Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only()),
+        )
+        for path in paths
+    ]
+    try:
+        yield opened
+    finally:
+        for _, db in opened:
+            db.close()
+
+
 def read_states(settings: Settings) -> dict[bytes, bytes]:
     """Every user's stored state, read from a stopped worker's RocksDB files."""
     found: dict[bytes, bytes] = {}
-    for path in sorted((settings.data_dir / "v1" / "tables").glob("user-state-*.db")):
-        # Faust opens its stores in raw mode (plain bytes keys and values).
-        db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
-        try:
+    with _state_dbs(settings) as dbs:
+        for _, db in dbs:
             for key, value in db.items():
                 assert isinstance(key, bytes) and isinstance(value, bytes)
                 if not key.startswith(b"__faust"):  # faust keeps its offsets here too
                     found[key] = value
-        finally:
-            db.close()
     return found
 
 
 def read_changelog_offsets(settings: Settings) -> dict[int, int]:
     """The newest changelog offset each RocksDB partition of a stopped worker says it holds
     (what faust's restore reads the changelog from), by partition."""
-    found: dict[int, int] = {}
-    for path in sorted((settings.data_dir / "v1" / "tables").glob("user-state-*.db")):
-        db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
-        try:
-            value = db.get(b"__faust\0offset__")
-        finally:
-            db.close()
-        if value is not None:
-            found[int(path.stem.rsplit("-", 1)[1])] = int(value)
-    return found
+    with _state_dbs(settings) as dbs:
+        offsets = {partition: db.get(b"__faust\0offset__") for partition, db in dbs}
+    return {partition: int(value) for partition, value in offsets.items() if value is not None}
 
 
 @contextmanager
