@@ -21,7 +21,7 @@ from app.core.features import (
     user_features,
 )
 from app.core.records import Event, EventType, Item, RankedItem, Recommendation
-from app.core.retrieval import Candidates, Request, retrieve_batch
+from app.core.retrieval import Candidates, QueryCache, Request, retrieve_batch
 from app.core.scoring.base import ItemEncoder, RankInputs, Scorer
 from app.core.scoring.package import ModelSpec
 from app.core.state import UserState
@@ -131,6 +131,8 @@ class Ranker:
         self._mapped: tuple[CatalogIndex, NDArray[np.int64], NDArray[np.int32]] | None = None
         # Searches repeat (popular queries): tokenize and hash each distinct text once.
         self.query = functools.lru_cache(maxsize=query_cache_size)(self._parse_query)
+        # And match each distinct query against the catalog once per catalog index.
+        self.matches = QueryCache()
 
     def _scratch(self, index: CatalogIndex) -> NDArray[np.bool_]:
         # Reused by every batch (one thread ranks); reallocated only when the catalog grows.
@@ -304,6 +306,7 @@ class Ranker:
             limit=self.params.candidates,
             scratch=self._scratch(index),
             policy=self.params.exclusion,
+            queries=self.matches,
         )
         scores = self.scorer.score(self.inputs(index, requests, candidates))
         if signal is not None and table is not None:
@@ -360,6 +363,7 @@ class Ranker:
             scratch=self._scratch(index),
             policy=self.params.exclusion,
             related_share=1.0,
+            queries=self.matches,
         )
         return [self._cheap(index, r, c) for r, c in zip(requests, candidates, strict=True)]
 

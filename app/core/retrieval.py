@@ -4,6 +4,7 @@ popular fallback. The similarity search runs once for the whole batch."""
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -90,6 +91,78 @@ def query_matches(
     return rows.astype(np.int32), (counts / len(tokens)).astype(np.float32)
 
 
+@dataclass(frozen=True, slots=True)
+class QueryMatch:
+    """What a query's tokens match in one catalog index: the rows (ascending) with the fraction
+    of tokens each has, and the same rows best-matching first, popularity breaking ties (the
+    order the "query" source proposes them in). Read-only: a cache shares it."""
+
+    rows: NDArray[np.int32]
+    match: NDArray[np.float32]
+    ranked: NDArray[np.int32]
+
+
+_NO_QUERY = QueryMatch(_NO_ROWS, _NO_MATCH, _NO_ROWS)
+
+
+def query_match(index: CatalogIndex, tokens: tuple[str, ...]) -> QueryMatch:
+    """:func:`query_matches` and their ranked order."""
+    rows, match = query_matches(index, tokens)
+    if rows.size == 0:
+        return _NO_QUERY
+    ranked = rows[np.lexsort((-index.popularity[rows], -match))]
+    for array in (rows, match, ranked):
+        array.flags.writeable = False
+    return QueryMatch(rows, match, ranked)
+
+
+class QueryCache:
+    """The most recently used queries' :class:`QueryMatch` against one catalog index.
+
+    Searches repeat (popular queries, pagination, refinements), and a query's matches cost a
+    merge of its tokens' posting lists and a sort (up to ``posting_limit`` rows per token):
+    most of a search's retrieval. They depend on the index alone, so a new index (a catalog
+    publish, a model's item vectors) empties the cache. Bounded by queries and by rows held.
+    One thread at a time (each ranker's)."""
+
+    __slots__ = ("_entries", "_index", "_max_queries", "_max_rows", "_rows", "hits", "misses")
+
+    def __init__(self, max_queries: int = 1024, max_rows: int = 1_000_000) -> None:
+        self._max_queries = max_queries
+        self._max_rows = max_rows
+        self._index: CatalogIndex | None = None
+        self._entries: OrderedDict[tuple[str, ...], QueryMatch] = OrderedDict()
+        self._rows = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, index: CatalogIndex, tokens: tuple[str, ...]) -> QueryMatch:
+        if not tokens:
+            return _NO_QUERY
+        if index is not self._index:
+            self._index, self._rows = index, 0
+            self._entries.clear()
+        entries = self._entries
+        found = entries.get(tokens)
+        if found is not None:
+            self.hits += 1
+            entries.move_to_end(tokens)
+            return found
+        self.misses += 1
+        found = query_match(index, tokens)
+        if self._max_queries <= 0 or found.rows.size > self._max_rows:
+            return found
+        entries[tokens] = found
+        self._rows += found.rows.size
+        while len(entries) > self._max_queries or self._rows > self._max_rows:
+            _, dropped = entries.popitem(last=False)
+            self._rows -= dropped.rows.size
+        return found
+
+
 def query_tokens(event: Event) -> tuple[str, ...]:
     return tokenize(event.query) if event.type is EventType.SEARCH and event.query else ()
 
@@ -140,6 +213,7 @@ def _assemble(
     limit: int,
     seen: NDArray[np.bool_],
     related_quota: int,
+    queries: QueryCache | None = None,
 ) -> Candidates:
     """Fill up to ``limit`` rows source by source, each up to its quota of rows not yet taken.
 
@@ -165,13 +239,11 @@ def _assemble(
             total += int(fresh.size)
 
     tokens = request.tokens
-    match_rows, match = query_matches(index, tokens)
+    query = queries.get(index, tokens) if queries is not None else query_match(index, tokens)
     seen[excluded] = True
     try:
-        if match_rows.size:
-            # Best-matching first, popularity breaking ties, so a broad query keeps good items.
-            order = np.lexsort((-index.popularity[match_rows], -match))
-            take(match_rows[order], "query", limit)
+        # Best-matching first, popularity breaking ties, so a broad query keeps good items.
+        take(query.ranked, "query", limit)
         take(request.transitions, "related", related_quota)
         take(request.related, "related", related_quota)
         if similar is not None:
@@ -186,7 +258,9 @@ def _assemble(
         seen[excluded] = False
     rows = np.concatenate(parts) if parts else _NO_ROWS
     sources = tuple(itertools.chain.from_iterable(itertools.repeat(s, n) for s, n in labels))
-    return Candidates(rows=rows, sources=sources, query_match=_match_of(rows, match_rows, match))
+    return Candidates(
+        rows=rows, sources=sources, query_match=_match_of(rows, query.rows, query.match)
+    )
 
 
 def _assemble_small(
@@ -195,6 +269,7 @@ def _assemble_small(
     skip: set[int],
     limit: int,
     related_quota: int,
+    queries: QueryCache | None = None,
 ) -> Candidates:
     """:func:`_assemble` without a similarity search, in plain Python: for the cheap path's
     page-sized lists, where a handful of set lookups costs less than numpy's per-call overhead.
@@ -218,10 +293,12 @@ def _assemble_small(
         if got:
             labels.append((source, got))
 
-    match_rows, match = query_matches(index, request.tokens)
-    if match_rows.size:
-        order = np.lexsort((-index.popularity[match_rows], -match))
-        take(match_rows[order], "query", limit)
+    query = (
+        queries.get(index, request.tokens)
+        if queries is not None
+        else query_match(index, request.tokens)
+    )
+    take(query.ranked, "query", limit)
     take(request.transitions, "related", related_quota)
     take(request.related, "related", related_quota)
     top = request.top_categories
@@ -230,7 +307,9 @@ def _assemble_small(
     take(index.popular_rows, "popular", limit)
     rows = np.array(taken, dtype=np.int32) if taken else _NO_ROWS
     sources = tuple(itertools.chain.from_iterable(itertools.repeat(s, n) for s, n in labels))
-    return Candidates(rows=rows, sources=sources, query_match=_match_of(rows, match_rows, match))
+    return Candidates(
+        rows=rows, sources=sources, query_match=_match_of(rows, query.rows, query.match)
+    )
 
 
 # Lists up to this long without a similarity search are assembled in plain Python.
@@ -246,6 +325,7 @@ def retrieve_batch(
     scratch: NDArray[np.bool_] | None = None,
     policy: ExclusionPolicy = ExclusionPolicy.SEEN,
     related_share: float = 0.25,
+    queries: QueryCache | None = None,
 ) -> list[Candidates]:
     """Up to ``limit`` distinct active rows per request, none of them excluded by ``policy``
     (app.core.exclusions: by default no seen item after a next-item event, no purchase). Searches
@@ -255,11 +335,12 @@ def retrieve_batch(
     false), the user's favourite categories and popular items.
 
     ``scratch``: an all-False bool array of at least ``len(index)`` rows to reuse (it is left
-    all False); without it one is allocated."""
+    all False); without it one is allocated. ``queries``: the caller's cache of query matches
+    (:class:`QueryCache`); without it each search's are worked out afresh."""
     quota = max(1, int(limit * related_share))
     if not similar and limit <= SMALL_LIMIT:
         return [
-            _assemble_small(index, r, excluded_row_set(index, r, policy), limit, quota)
+            _assemble_small(index, r, excluded_row_set(index, r, policy), limit, quota, queries)
             for r in requests
         ]
     seen = scratch if scratch is not None else np.zeros(len(index), dtype=np.bool_)
@@ -274,12 +355,12 @@ def retrieve_batch(
         wanted = [i for i, p in enumerate(profiles) if p is not None]
         if wanted:
             k = min(len(index), limit + max(excluded[i].size for i in wanted))
-            queries = np.stack([profiles[i] for i in wanted])  # type: ignore[misc]
-            found, _scores = index.neighbours.search(queries, k)
+            stacked = np.stack([profiles[i] for i in wanted])  # type: ignore[misc]
+            found, _scores = index.neighbours.search(stacked, k)
             for j, i in enumerate(wanted):
                 nearest[i] = found[j]
     return [
-        _assemble(index, r, excluded[i], nearest[i], limit, seen, quota)
+        _assemble(index, r, excluded[i], nearest[i], limit, seen, quota, queries)
         for i, r in enumerate(requests)
     ]
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+import pytest
+
 from app.core.catalog import Catalog
-from app.core.ranking import RankingParams, rank
-from app.core.records import Event
-from app.core.retrieval import retrieve
+from app.core.ranking import Ranker, RankingParams, rank
+from app.core.records import Event, Item
+from app.core.retrieval import QueryCache, retrieve
 from app.core.scoring.package import LoadedModel, load_package
 from app.core.state import StateLimits, UserState, apply_event
 from tests.conftest import MODEL
@@ -104,3 +107,55 @@ def test_empty_catalog_gives_empty_ranking(
     state = apply_event(None, e, None, LIMITS)
     (rec,) = rank(Catalog().index, model.ranker, model.spec, [(state, e)], PARAMS)
     assert rec.items == ()
+
+
+def test_repeated_searches_reuse_their_matches_until_the_catalog_changes(
+    music_catalog: Catalog,
+    model: LoadedModel,
+    event_factory: Callable[..., Event],
+    item_factory: Callable[..., Item],
+) -> None:
+    ranker = Ranker(model.ranker, model.spec, PARAMS)
+    search = event_factory("search", query="classical vinyl")
+    state = play(music_catalog, [search])
+    first = ranker.rank(music_catalog.index, [(state, search)])
+    again = ranker.rank(music_catalog.index, [(state, search)])
+    assert ranker.matches.misses == 1 and ranker.matches.hits == 1
+    # A cached query ranks exactly as a ranker that never saw it.
+    assert (
+        first
+        == again
+        == rank(music_catalog.index, model.ranker, model.spec, [(state, search)], PARAMS)
+    )
+    # A publish is a new index: its new matching item is found, not the old index's matches.
+    music_catalog.upsert(
+        item_factory("classical-new", "classical", popularity=5000.0, tags=("classical", "vinyl"))
+    )
+    music_catalog.publish()
+    index = music_catalog.index
+    after = ranker.rank(index, [(state, search)])
+    assert ranker.matches.misses == 2
+    assert after == rank(index, model.ranker, model.spec, [(state, search)], PARAMS)
+    matched = ranker.matches.get(index, ("classical", "vinyl")).ranked
+    assert index.ids[int(matched[0])] == "classical-new"  # the best match, the most popular
+
+
+def test_the_query_cache_is_bounded_and_read_only(music_catalog: Catalog) -> None:
+    index = music_catalog.index
+    cache = QueryCache(max_queries=2, max_rows=1_000)
+    jazz, rock, cd = (
+        cache.get(index, ("jazz",)),
+        cache.get(index, ("rock",)),
+        cache.get(index, ("cd",)),
+    )
+    assert len(cache) == 2 and cache.misses == 3  # "jazz", the least recently used, went
+    assert cache.get(index, ("rock",)) is rock and cache.get(index, ("cd",)) is cd
+    assert cache.get(index, ("jazz",)) is not jazz and cache.misses == 4
+    assert np.array_equal(cache.get(index, ("jazz",)).ranked, jazz.ranked)
+    with pytest.raises(ValueError, match="read-only"):
+        jazz.ranked[0] = 0
+    # An entry over the row bound is answered, not kept.
+    small = QueryCache(max_queries=8, max_rows=3)
+    assert small.get(index, ("vinyl",)).rows.size > 3 and len(small) == 0
+    # No tokens, no matches.
+    assert cache.get(index, ()).rows.size == 0
