@@ -153,7 +153,7 @@ class QueryCache:
             return found
         self.misses += 1
         found = query_match(index, tokens)
-        if self._max_queries <= 0 or found.rows.size > self._max_rows:
+        if found.rows.size > self._max_rows:
             return found
         entries[tokens] = found
         self._rows += found.rows.size
@@ -213,7 +213,7 @@ def _assemble(
     limit: int,
     seen: NDArray[np.bool_],
     related_quota: int,
-    queries: QueryCache | None = None,
+    queries: QueryCache,
 ) -> Candidates:
     """Fill up to ``limit`` rows source by source, each up to its quota of rows not yet taken.
 
@@ -239,7 +239,7 @@ def _assemble(
             total += int(fresh.size)
 
     tokens = request.tokens
-    query = queries.get(index, tokens) if queries is not None else query_match(index, tokens)
+    query = queries.get(index, tokens)
     seen[excluded] = True
     try:
         # Best-matching first, popularity breaking ties, so a broad query keeps good items.
@@ -269,7 +269,7 @@ def _assemble_small(
     skip: set[int],
     limit: int,
     related_quota: int,
-    queries: QueryCache | None = None,
+    queries: QueryCache,
 ) -> Candidates:
     """:func:`_assemble` without a similarity search, in plain Python: for the cheap path's
     page-sized lists, where a handful of set lookups costs less than numpy's per-call overhead.
@@ -293,11 +293,7 @@ def _assemble_small(
         if got:
             labels.append((source, got))
 
-    query = (
-        queries.get(index, request.tokens)
-        if queries is not None
-        else query_match(index, request.tokens)
-    )
+    query = queries.get(index, request.tokens)
     take(query.ranked, "query", limit)
     take(request.transitions, "related", related_quota)
     take(request.related, "related", related_quota)
@@ -336,8 +332,10 @@ def retrieve_batch(
 
     ``scratch``: an all-False bool array of at least ``len(index)`` rows to reuse (it is left
     all False); without it one is allocated. ``queries``: the caller's cache of query matches
-    (:class:`QueryCache`); without it each search's are worked out afresh."""
+    (:class:`QueryCache`); without it one for this call."""
     quota = max(1, int(limit * related_share))
+    if queries is None:
+        queries = QueryCache()
     if not similar and limit <= SMALL_LIMIT:
         return [
             _assemble_small(index, r, excluded_row_set(index, r, policy), limit, quota, queries)

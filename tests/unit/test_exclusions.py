@@ -15,7 +15,14 @@ from app.core.exclusions import ExclusionPolicy
 from app.core.processor import RECOMMENDATIONS, Processor
 from app.core.ranking import FALLBACK_VERSION
 from app.core.records import Event, Source
-from app.core.retrieval import Request, _assemble, _assemble_small, excluded_row_set, excluded_rows
+from app.core.retrieval import (
+    QueryCache,
+    Request,
+    _assemble,
+    _assemble_small,
+    excluded_row_set,
+    excluded_rows,
+)
 from app.core.scoring.package import LoadedModel
 from app.core.settings import Settings
 from app.core.state import StateLimits, apply_event, decode_state
@@ -204,13 +211,14 @@ def test_the_small_assembly_takes_what_the_vectorized_one_takes(
             for limit in (5, 10, 30):
                 scratch = np.zeros(len(index), dtype=np.bool_)
                 excluded = excluded_rows(index, request, policy)
-                big = _assemble(index, request, excluded, None, limit, scratch, limit)
+                big = _assemble(index, request, excluded, None, limit, scratch, limit, QueryCache())
                 small = _assemble_small(
                     index,
                     request,
                     excluded_row_set(index, request, policy),
                     limit,
                     limit,
+                    QueryCache(),
                 )
                 assert big.rows.tolist() == small.rows.tolist()
                 assert big.sources == small.sources
