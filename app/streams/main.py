@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
-from app.core.settings import Settings
+from app.core.settings import Settings, SettingsError
 from app.kafka.kafka_config import faust_credentials
 
 
@@ -36,6 +37,33 @@ def limit_fetch_wait(wait_ms: int) -> None:
         return consumer
 
     thread._create_worker_consumer = create  # type: ignore[method-assign]
+
+
+def use_event_loop(name: str) -> None:
+    """Make the event loops created from now on ``name``'s (``uvloop`` or ``asyncio``): faust's
+    main loop and the one its consumer thread runs (mode creates both with the policy's
+    ``new_event_loop``). Call it before faust makes its loop.
+
+    faust's own ``--loop`` option would do the same, but only when it is on the command line
+    before faust is imported."""
+    if name == "asyncio":
+        asyncio.set_event_loop_policy(None)
+        return
+    if name != "uvloop":
+        raise SettingsError(f"event_loop must be uvloop or asyncio, not {name!r}")
+    try:
+        import uvloop
+    except ImportError:
+        raise SettingsError(
+            "event_loop uvloop needs the uvloop package (not available on Windows): install "
+            "it, or set LIVERANK_EVENT_LOOP=asyncio"
+        ) from None
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    """``uvloop`` or ``asyncio``: which implementation ``loop`` is, for the logs."""
+    return "uvloop" if type(loop).__module__.split(".")[0] == "uvloop" else "asyncio"
 
 
 def build_faust_app(settings: Settings) -> faust.App:

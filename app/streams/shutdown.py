@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
 
@@ -120,8 +120,12 @@ class Shutdown:
             signal.signal(sig, self.on_signal)
 
 
-def bounded_worker(shutdown: Shutdown) -> type[faust.Worker]:
-    """faust's Worker class, whose signal handling also arms ``shutdown``'s watchdog."""
+def bounded_worker(
+    shutdown: Shutdown, on_ready: Callable[[], Awaitable[None]] | None = None
+) -> type[faust.Worker]:
+    """faust's Worker class, whose signal handling also arms ``shutdown``'s watchdog, and which
+    awaits ``on_ready`` once the worker has started (recovery done). The worker replaces the
+    app's own ``on_startup_finished`` with its method, so a callback set on the app never runs."""
 
     # Named as faust's own: its log lines say "[^Worker]: Ready" and the like.
     class Worker(faust.Worker):
@@ -130,5 +134,10 @@ def bounded_worker(shutdown: Shutdown) -> type[faust.Worker]:
             # needs a turning loop. On top of that, Python-level handlers bound its time.
             super().install_signal_handlers()
             shutdown.install()
+
+        async def on_startup_finished(self) -> None:
+            await super().on_startup_finished()
+            if on_ready is not None and not self._shutdown_immediately:
+                await on_ready()
 
     return Worker

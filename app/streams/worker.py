@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from typing import Any
@@ -30,7 +31,7 @@ from app.ops.metrics import Metrics, PartitionOffsets, consumer_lag
 from app.streams.agents import events as events_agent
 from app.streams.agents import sweeper
 from app.streams.catalog_follower import CatalogFollower
-from app.streams.main import build_faust_app
+from app.streams.main import build_faust_app, loop_name, use_event_loop
 from app.streams.model_follower import ModelFollower
 from app.streams.offsets import partition_offsets
 from app.streams.outputs import FlushBeforeCommit, OutputProducer, ProducerFailed
@@ -49,10 +50,22 @@ def build_worker(settings: Settings, runtime: Runtime) -> faust.App:
     """The Faust app with its topics, table, agent and probes wired to ``runtime``."""
     app = build_faust_app(settings)
     shutdown = runtime.shutdown
+    health = runtime.health
+
+    def update_recovered() -> None:
+        health.set("recovered", not (app.rebalancing or app.in_recovery))
+
+    async def on_ready() -> None:
+        update_recovered()
+        log.info(
+            "worker ready: recovery done, catalog and model loaded (event loop: %s)",
+            loop_name(asyncio.get_running_loop()),
+        )
+
     # SIGTERM (and a fatal error, which sends it) ends the process within the grace period,
     # whatever the agent is doing (app.streams.shutdown).
     # faust's settings declare Worker by its output type only (a symbol or a class is set).
-    app.conf.Worker = bounded_worker(shutdown)  # type: ignore[assignment]
+    app.conf.Worker = bounded_worker(shutdown, on_ready)  # type: ignore[assignment]
 
     def stop_without_waiting() -> None:
         # faust's clean stop waits for every record handed to the agent to be acked: a dead
@@ -84,16 +97,6 @@ def build_worker(settings: Settings, runtime: Runtime) -> faust.App:
     app.sensors.add(FlushBeforeCommit(outputs, lambda: shutdown.failed, changelog_flushed))
     events_agent.register(app, runtime, table, events)
     sweeper.register(app, runtime, table)
-    health = runtime.health
-
-    def update_recovered() -> None:
-        health.set("recovered", not (app.rebalancing or app.in_recovery))
-
-    async def on_startup_finished() -> None:
-        update_recovered()
-        log.info("worker ready: recovery done, catalog and model loaded")
-
-    app.on_startup_finished = on_startup_finished
 
     async def on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         health.set("recovered", False)
@@ -152,6 +155,8 @@ def run_worker(settings: Settings, loglevel: str | None = None) -> None:
     Raises :class:`WorkerFailed` when a fatal error (an agent crash, records the producer lost)
     stopped it."""
     logs.configure(settings, loglevel)
+    # Before anything makes an event loop: faust's, and its consumer thread's, are this one.
+    use_event_loop(settings.event_loop)
     metrics = Metrics(quality_k=settings.quality_k)
     health = Health(stall_after_s=settings.liveness_stall_s)
     shutdown = Shutdown(settings.shutdown_grace_s)

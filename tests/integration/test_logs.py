@@ -29,11 +29,13 @@ def _is_librdkafka(line: str) -> bool:
     return line.startswith("%") and line[1:2].isdigit() and "|" in line
 
 
-@pytest.mark.parametrize("loglevel", ["info", "warning"])
+@pytest.mark.parametrize(
+    ("loglevel", "event_loop"), [("info", "uvloop"), ("info", "asyncio"), ("warning", "uvloop")]
+)
 def test_a_json_worker_writes_only_json_lines(
-    kafka: KafkaIO, bootstrap: str, tmp_path: Path, loglevel: str
+    kafka: KafkaIO, bootstrap: str, tmp_path: Path, loglevel: str, event_loop: str
 ) -> None:
-    settings = isolated_settings(bootstrap, tmp_path, log_format="json")
+    settings = isolated_settings(bootstrap, tmp_path, log_format="json", event_loop=event_loop)
     create_topics(settings)
     for item in CATALOG:
         kafka.produce(settings.topic_catalog, item.item_id.encode(), encode_item(item))
@@ -76,6 +78,11 @@ def test_a_json_worker_writes_only_json_lines(
         assert "app.streams.worker" in loggers and "faust.worker" in loggers, loggers
         assert any(doc["msg"] == "[^Worker]: Ready" for doc in parsed)
         assert any(doc["msg"] == "[^Worker]: Closing event loop" for doc in parsed)
+        # The loop that ran the worker is the one the setting chose.
+        ready = [doc["msg"] for doc in parsed if doc["msg"].startswith("worker ready")]
+        assert ready == [
+            f"worker ready: recovery done, catalog and model loaded (event loop: {event_loop})"
+        ], ready
     else:
         assert {doc["level"] for doc in parsed} <= {"WARNING", "ERROR", "CRITICAL"}, parsed
     dead = [doc for doc in parsed if doc.get("error") == "unknown_type"]

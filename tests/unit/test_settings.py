@@ -75,6 +75,7 @@ def test_bad_number_names_the_variable() -> None:
         {"standby_replicas": -1},
         {"max_event_age_s": -1.0},
         {"dead_letter_max_bytes": 10},
+        {"event_loop": "trio"},
     ],
 )
 def test_invalid_values_are_refused(changes: dict[str, object]) -> None:
