@@ -285,7 +285,8 @@ class Settings:
         "uvloop",
         "The worker's asyncio event loop, for faust's main loop and its consumer thread: uvloop "
         "(libuv, in C; not on Windows) or asyncio (the standard library's, in Python). uvloop "
-        "took 5% less CPU per event at the maximum on the 2-core VM (docs/benchmarks.md).",
+        "took 5 to 16% less CPU per event at the maximum in three A/Bs on the 2-core VM "
+        "(docs/benchmarks.md).",
     )
     fetch_wait_ms: int = _field(
         1500,
