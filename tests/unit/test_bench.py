@@ -607,3 +607,8 @@ def test_quick_runs_every_system_at_the_targets_rates_twice(tmp_path: Path) -> N
     assert two.systems[:2] == ("liverank", "liverank-2p")
     shadowed = build_config(_parser().parse_args(["--quick", "--shadow"]), tmp_path)
     assert shadowed.systems[:2] == ("liverank", "liverank-shadow")
+    # Measuring runs skip a rate far over a system's maximum; the smoke run never skips one,
+    # so that a busy machine cannot leave a system's level unchecked.
+    assert config.skip_above == 1.5
+    smoke = build_config(_parser().parse_args(["--smoke"]), tmp_path)
+    assert smoke.skip_above is None and smoke.rates == (50.0,)

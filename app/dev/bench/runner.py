@@ -97,7 +97,8 @@ class BenchConfig:
     broker_pid: int | None = None
     broker_label: str = "given (KAFKA_BOOTSTRAP_SERVERS)"
     start_timeout_s: float = 900.0
-    skip_above: float = 1.5  # fixed rates over this multiple of the measured max are not run
+    # Fixed rates over this multiple of the measured max are not run; None: every rate runs.
+    skip_above: float | None = 1.5
     worker_env: dict[str, str] = field(default_factory=dict)
     proc_env: dict[str, str] = field(default_factory=dict)  # verbatim, worker and baseline
     attach_pid: int | None = None  # measure this running worker (topics from settings)
@@ -709,7 +710,9 @@ class Bench:
                     if rate not in run.rates or run.error:
                         continue
                     if run.system in behind or (
-                        run.best_eps > 0 and rate > cfg.skip_above * run.best_eps
+                        cfg.skip_above is not None
+                        and run.best_eps > 0
+                        and rate > cfg.skip_above * run.best_eps
                     ):
                         run.skipped.add(rate)
                         continue
