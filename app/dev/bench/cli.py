@@ -12,7 +12,7 @@ from pathlib import Path
 
 from app.core.settings import ENV_PREFIX, Settings, SettingsError
 from app.dev.bench.report import render_markdown, write_all
-from app.dev.bench.runner import MAX_WARMUP_S, Bench, BenchConfig, say
+from app.dev.bench.runner import MAX_WARMUP_S, SKIP_ABOVE, Bench, BenchConfig, say
 from app.dev.bench.systems import (
     NAIVE,
     NAIVE_FULL,
@@ -40,10 +40,10 @@ class Preset:
     templates: int
     repeats: int
     max_warmup_s: float
-    # Fixed rates over this multiple of a system's measured max are not run; None: all are.
-    # The smoke run runs every level on every system however slow the machine is: it checks
-    # that each one answers, and a busy CI machine must not turn that into a skipped level.
-    skip_above: float | None = 1.5
+    # None: no rate is skipped. The smoke run runs every level on every system however slow
+    # the machine is: it checks that each one answers, and a busy CI machine must not turn
+    # that into a skipped level.
+    skip_above: float | None = SKIP_ABOVE
 
 
 # Quick: one catalog, max and the two latency targets' rates, two rounds; under 5 minutes on a

@@ -72,6 +72,8 @@ from app.kafka.topics import create_topics, topic_specs
 
 MIB = 1024 * 1024
 MAX_WARMUP_S = 6.0  # the saturation controller settles within this (see its tests)
+# Fixed rates over this multiple of a system's measured max are not run (they would only queue).
+SKIP_ABOVE = 1.5
 
 
 def say(message: str) -> None:
@@ -97,8 +99,7 @@ class BenchConfig:
     broker_pid: int | None = None
     broker_label: str = "given (KAFKA_BOOTSTRAP_SERVERS)"
     start_timeout_s: float = 900.0
-    # Fixed rates over this multiple of the measured max are not run; None: every rate runs.
-    skip_above: float | None = 1.5
+    skip_above: float | None = SKIP_ABOVE  # None: every rate runs
     worker_env: dict[str, str] = field(default_factory=dict)
     proc_env: dict[str, str] = field(default_factory=dict)  # verbatim, worker and baseline
     attach_pid: int | None = None  # measure this running worker (topics from settings)
