@@ -22,11 +22,13 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-# How long the stream must stay empty before an eager batch closes: records the consumer has
-# already handed over reach the stream within it, a record not yet fetched does not. 0 (one
-# yield) took p50 at 300 events/s from 13-15 to 11-13 ms on the 2-core VM, with the backlog
-# rule on; both are off by default until the rebalance tests' failures seen with them are
-# understood (docs/benchmarks.md).
+# How long the stream must stay empty before an eager batch closes while the consumer holds
+# fetched records it has not handed to the stream yet: those reach the stream within it, a
+# record not yet fetched does not. Once the consumer has handed over everything the latest
+# fetches returned (``caught_up``), the batch closes without this wait. 0 (one yield) took p50
+# at 300 events/s from 13-15 to 11-13 ms on the 2-core VM, with the backlog rule on; both are
+# off by default until the rebalance tests' failures seen with them are understood
+# (docs/benchmarks.md).
 QUIET_S = 0.001
 # While a backlogged batch waits to fill, how often it looks: a sleep(0) loop would spin.
 BACKLOG_POLL_S = 0.001
@@ -41,11 +43,15 @@ async def _settle(
     started_at: float,
     within_s: float,
     backlogged: bool = False,
+    caught_up: Callable[[], bool] | None = None,
 ) -> None:
     """Wait while records keep arriving: until the batch is full, the stream stayed empty for
     :data:`QUIET_S` (not while ``backlogged``: more records are on their way), or the batch's
-    first record has waited ``within_s``."""
+    first record has waited ``within_s``. Not at all when the stream is empty and the consumer
+    is ``caught_up`` (it has handed over every record it fetched): nothing is on its way."""
     loop = asyncio.get_running_loop()
+    if not backlogged and caught_up is not None and channel.empty() and caught_up():
+        return
     while len(events) < max_ and not stream.should_stop:
         if within_s > 0 and loop.time() - started_at >= within_s:
             return
@@ -63,6 +69,7 @@ async def take_batches(
     eager: bool = True,
     backlog: Callable[[], bool] | None = None,
     backlog_within_s: float = 0.0,
+    caught_up: Callable[[], bool] | None = None,
 ) -> AsyncIterator[Sequence[EventT[Any]]]:
     """Batches of up to ``max_`` events; each is yielded when full, when ``within_s`` has
     passed, or (``eager``) as soon as the stream's queue is empty after an event was added.
@@ -70,7 +77,12 @@ async def take_batches(
     ``backlog``: whether the consumer is behind (records on the broker not yet fetched). Then
     an eager batch does not close on an empty queue but waits up to ``backlog_within_s`` to
     fill: faust hands records over a fetch at a time, so under a backlog the queue empties
-    between fetches while more are coming, and fuller batches cost less per event."""
+    between fetches while more are coming, and fuller batches cost less per event.
+
+    ``caught_up``: whether the consumer has handed the stream every record of its latest
+    fetches. Then an eager batch whose stream is empty closes at once, without the
+    :data:`QUIET_S` wait for records already fetched: at low load that wait was most of a
+    record's time before its batch started."""
     if not eager:
         async for batch in stream.take_events(max_, within_s):
             yield batch
@@ -136,6 +148,7 @@ async def take_batches(
                     started_at=first_at,
                     within_s=backlog_within_s if behind else within_s,
                     backlogged=behind,
+                    caught_up=caught_up,
                 )
             consuming = loop.create_future()
             try:

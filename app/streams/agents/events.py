@@ -243,6 +243,7 @@ def register(
             eager=settings.batch_eager,
             backlog=lambda: unread(app.consumer, topic) >= settings.batch_backlog_records,
             backlog_within_s=settings.batch_backlog_wait_ms / 1000.0,
+            caught_up=lambda: unread(app.consumer, topic) == 0,
         )
         async for taken in batches:
             started = time.perf_counter()
